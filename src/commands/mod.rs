@@ -1,0 +1,48 @@
+//! The commands. Each one loads the config, connects, opens the state, walks the graph and reports.
+
+pub mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::aws::{Clients, Target};
+use crate::config::Config;
+use crate::output::Console;
+use crate::state::{self, StateFile};
+
+/// The flags every command shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub config: PathBuf,
+    pub state: Option<PathBuf>,
+    pub target: Target,
+}
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Config, clients and state, in that order: a bad config fails before any AWS call.
+pub struct Opened {
+    pub config: Config,
+    pub clients: Clients,
+    pub state: StateFile,
+}
+
+pub async fn open(common: &Common, console: &Console) -> Result<Opened> {
+    let config = Config::load(&common.config)?;
+    let mut target = common.target.clone();
+    if target.region.is_none() {
+        target.region = config.stack.region.clone();
+    }
+    let clients = Clients::connect(&target).await?;
+    let path = common.state.clone().unwrap_or_else(|| state::default_path(&config.stack.name));
+    let state = StateFile::open(&path, &config.stack.name, &clients.region)?;
+    tracing::debug!(state = %path.display(), region = %clients.region, "opened");
+    let _ = console;
+    Ok(Opened { config, clients, state })
+}

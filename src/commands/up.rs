@@ -1,0 +1,246 @@
+//! `secep up`: create whatever the state does not record yet, in dependency order, concurrently where the graph
+//! allows, recording each resource the moment it exists.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::{Common, Opened, exit, open};
+use crate::aws::Clients;
+use crate::config::Config;
+use crate::graph::{Dag, Outcome, StopFlag, walk};
+use crate::model::{Node, desired_nodes};
+use crate::output::{Console, short_id};
+use crate::state::StateFile;
+use crate::steps::{self, Ctx};
+
+#[derive(Debug, Clone)]
+pub struct UpArgs {
+    pub parallelism: usize,
+    pub operation_timeout: Duration,
+}
+
+/// What `up` did with one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Created,
+    Unchanged,
+}
+
+pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
+    let started = Instant::now();
+    let Opened { config, clients, state } = open(common, console).await?;
+    console.status(
+        "Deploying",
+        format!("stack {} to {} (config {})", config.stack.name, clients.region, config.path.display()),
+    );
+
+    let azs = resolve_azs(&config, &state, &clients).await?;
+    let nodes = desired_nodes(&config, &azs);
+    warn_about_unknown_nodes(&nodes, &state, console);
+    check_unchanged(&nodes, &state)?;
+    let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
+
+    let state_path = state.path().to_path_buf();
+    let ctx = Ctx {
+        clients,
+        stack: config.stack.name.clone(),
+        state: Arc::new(Mutex::new(state)),
+        operation_timeout: args.operation_timeout,
+    };
+    let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
+    console_shared.lock().unwrap().start_progress(nodes.len());
+    let nodes = Arc::new(nodes);
+    let outcomes = walk(&dag, args.parallelism, stop, |i| {
+        let (ctx, nodes, console) = (ctx.clone(), nodes.clone(), console_shared.clone());
+        async move { apply(&ctx, &nodes[i], &console).await }
+    })
+    .await;
+    *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
+    console.finish_progress();
+
+    report(&config, &ctx, &nodes, &outcomes, &state_path, started.elapsed(), console, stop)
+}
+
+/// Creates one node unless the state already records it from the same spec.
+async fn apply(ctx: &Ctx, node: &Node, console: &Mutex<Console>) -> Result<(Action, String, Duration)> {
+    let started = Instant::now();
+    let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
+    if let Some(record) = recorded {
+        console.lock().unwrap().skip_step();
+        return Ok((Action::Unchanged, record.id, Duration::ZERO));
+    }
+    console.lock().unwrap().progress_message(format!("creating {}", node.id));
+    let record = steps::create(ctx, node).await?;
+    let id = record.id.clone();
+    // Recorded before anything that depends on it starts: a crash after this line loses nothing.
+    ctx.state.lock().expect("state lock").record(&node.id, record)?;
+    let elapsed = started.elapsed();
+    console.lock().unwrap().step("created", &node.id, &short_id(&id), Some(elapsed));
+    Ok((Action::Created, id, elapsed))
+}
+
+/// The AZs of the private subnets: from the config, else those already recorded, else the region's first ones.
+async fn resolve_azs(config: &Config, state: &StateFile, clients: &Clients) -> Result<Vec<String>> {
+    if let Some(azs) = &config.network.azs {
+        return Ok(azs.clone());
+    }
+    let recorded: Vec<String> =
+        state.nodes().keys().filter_map(|k| k.strip_prefix("subnet/")).map(str::to_string).collect();
+    if recorded.len() == config.network.max_azs {
+        return Ok(recorded);
+    }
+    let out = clients
+        .ec2
+        .describe_availability_zones()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("state").values("available").build())
+        .filters(aws_sdk_ec2::types::Filter::builder().name("zone-type").values("availability-zone").build())
+        .send()
+        .await
+        .map_err(|e| steps::api_error(format!("list availability zones of {}", clients.region), e))?;
+    let mut zones: Vec<String> =
+        out.availability_zones().iter().filter_map(|z| z.zone_name()).map(str::to_string).collect();
+    zones.sort();
+    if zones.len() < config.network.max_azs {
+        bail!(
+            "region {} has {} available zones, but network.max_azs is {}\n  hint: lower max_azs in {}",
+            clients.region,
+            zones.len(),
+            config.network.max_azs,
+            config.path.display()
+        );
+    }
+    zones.truncate(config.network.max_azs);
+    Ok(zones)
+}
+
+/// Changing a created resource is not supported yet: say so before touching anything.
+fn check_unchanged(nodes: &[Node], state: &StateFile) -> Result<()> {
+    let changed: Vec<&str> = nodes
+        .iter()
+        .filter(|n| state.get(&n.id).is_some_and(|r| r.digest != n.spec.digest()))
+        .map(|n| n.id.as_str())
+        .collect();
+    if !changed.is_empty() {
+        bail!(
+            "the config changed these resources since they were created: {}\n  hint: this secep version creates and tears down but does not yet update in place; revert the change, or run `secep down` and `secep up` again",
+            changed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn warn_about_unknown_nodes(nodes: &[Node], state: &StateFile, console: &Console) {
+    let extra: Vec<&str> =
+        state.nodes().keys().filter(|k| !nodes.iter().any(|n| &n.id == *k)).map(String::as_str).collect();
+    if !extra.is_empty() {
+        console.warn(format!(
+            "the state records resources the config no longer declares, left untouched: {}",
+            extra.join(", ")
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config: &Config,
+    ctx: &Ctx,
+    nodes: &[Node],
+    outcomes: &[Outcome<(Action, String, Duration)>],
+    state_path: &std::path::Path,
+    elapsed: Duration,
+    console: &Console,
+    stop: &StopFlag,
+) -> Result<u8> {
+    let mut rows = Vec::new();
+    let (mut created, mut unchanged, mut failed, mut skipped) = (0, 0, 0, 0);
+    for (node, outcome) in nodes.iter().zip(outcomes) {
+        let (action, id, error) = match outcome {
+            Outcome::Done((Action::Created, id, _)) => {
+                created += 1;
+                ("created", Some(id.clone()), None)
+            }
+            Outcome::Done((Action::Unchanged, id, _)) => {
+                unchanged += 1;
+                ("unchanged", Some(id.clone()), None)
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                console.step("failed", &node.id, "", None);
+                console.error(e);
+                ("failed", None, Some(format!("{e:#}")))
+            }
+            Outcome::Skipped { blocked_by } => {
+                skipped += 1;
+                ("skipped", None, Some(format!("not attempted: {blocked_by} failed")))
+            }
+            Outcome::NotStarted => {
+                skipped += 1;
+                ("skipped", None, Some("not attempted: interrupted".to_string()))
+            }
+        };
+        rows.push(json!({ "node": node.id, "kind": node.spec.kind(), "action": action, "id": id, "error": error }));
+    }
+    let ok = failed == 0 && skipped == 0;
+    let endpoints: Vec<_> = config
+        .services
+        .values()
+        .map(|s| json!({ "service": s.name, "address": config.endpoint(s), "port": s.port, "calls": s.calls }))
+        .collect();
+    let secs = elapsed.as_secs_f64();
+    let api = ctx.clients.calls.summary();
+    let cost = format!("{} API calls, {} mutating, {} retried", api.calls, api.mutating, api.retries);
+    if !ok {
+        console.status(
+            "Failed",
+            format!("{created} created, {unchanged} unchanged, {failed} failed, {skipped} not attempted in {secs:.2}s ({cost})"),
+        );
+        console.status(
+            "",
+            format!(
+                "what was created is recorded in {}; fix the cause and re-run `secep up` to continue",
+                state_path.display()
+            ),
+        );
+    } else if created == 0 {
+        console.status(
+            "Up to date",
+            format!("all {unchanged} resources match the config; nothing to do ({cost}, {secs:.2}s)"),
+        );
+    } else {
+        console.status("Deployed", format!("{created} created, {unchanged} unchanged in {secs:.2}s ({cost})"));
+        console.status("State", state_path.display());
+    }
+    if ok {
+        let mut table = String::from("Service endpoints (reachable only from their declared callers):");
+        for s in config.services.values() {
+            let callers: Vec<&str> =
+                config.services.values().filter(|c| c.calls.contains(&s.name)).map(|c| c.name.as_str()).collect();
+            let from =
+                if callers.is_empty() { "no callers".to_string() } else { format!("from {}", callers.join(", ")) };
+            table.push_str(&format!("\n  {:<20} {:<45} {from}", s.name, config.endpoint(s)));
+        }
+        console.result(&table);
+    }
+    console.json(&json!({
+        "command": "up",
+        "stack": config.stack.name,
+        "region": ctx.clients.region,
+        "state_file": state_path.display().to_string(),
+        "ok": ok,
+        "summary": { "created": created, "unchanged": unchanged, "failed": failed, "skipped": skipped },
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
+        "nodes": rows,
+        "endpoints": endpoints,
+    }));
+    Ok(if stop.is_stopped() {
+        exit::INTERRUPTED
+    } else if ok {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
+}

@@ -1,0 +1,376 @@
+//! The TOML model of a stack and its validation.
+//!
+//! Loading never touches AWS: a config either comes back whole and valid, or as a [`ConfigError`] that lists every
+//! problem with its file, line and field.
+
+mod reader;
+mod validate;
+
+pub use validate::carve_bits as validate_carve_bits;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use toml::de::{DeTable, DeValue};
+
+use reader::{Located, Problems, Section, line_col};
+
+pub const DEFAULT_CPU: u32 = 256;
+pub const DEFAULT_MEMORY: u32 = 512;
+pub const DEFAULT_DESIRED_COUNT: u32 = 1;
+pub const DEFAULT_DNS_TTL: u32 = 10;
+
+/// A validated stack description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub stack: Stack,
+    pub network: Network,
+    pub namespace: Namespace,
+    /// Keyed and ordered by service name.
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub name: String,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub cidr: Ipv4Net,
+    pub max_azs: usize,
+    /// Explicit availability zones; otherwise the first `max_azs` the region offers.
+    pub azs: Option<Vec<String>>,
+    /// Explicit private subnet CIDRs, one per AZ; otherwise carved from `cidr`.
+    pub subnet_cidrs: Option<Vec<Ipv4Net>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub dns_ttl: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub port: u16,
+    pub cpu: u32,
+    pub memory: u32,
+    pub desired_count: u32,
+    pub dns_ttl: u32,
+    /// Names of the services this one calls, in config order.
+    pub calls: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+        Config::parse(path, &source)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let (doc, syntax_errors) = DeTable::parse_recoverable(source);
+        let mut problems = Problems::default();
+        for e in &syntax_errors {
+            problems.add("", e.span().unwrap_or(0..0), format!("invalid TOML: {}", e.message().trim()));
+        }
+        if !syntax_errors.is_empty() {
+            return Err(ConfigError::invalid(path, source, problems));
+        }
+        match read_config(path, &doc, &mut problems) {
+            Some((config, spans)) => {
+                validate::check(&config, &spans, &mut problems);
+                if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::invalid(path, source, problems)) }
+            }
+            None => Err(ConfigError::invalid(path, source, problems)),
+        }
+    }
+
+    /// The DNS name and port callers use to reach `service`.
+    pub fn endpoint(&self, service: &Service) -> String {
+        format!("{}.{}:{}", service.name, self.namespace.name, service.port)
+    }
+}
+
+/// Why a config could not be used. Every variant tells the user what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {reason}\n  hint: pass the file with -c/--config (default: secep.toml)", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{}", render_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<LocatedProblem> },
+}
+
+/// A problem with its line and column resolved, ready to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedProblem {
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn invalid(path: &Path, source: &str, problems: Problems) -> ConfigError {
+        let mut located: Vec<LocatedProblem> = problems
+            .0
+            .into_iter()
+            .map(|p| {
+                let (line, column) = line_col(source, p.span.start);
+                LocatedProblem { line, column, field: p.field, message: p.message }
+            })
+            .collect();
+        located.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        ConfigError::Invalid { path: path.to_path_buf(), problems: located }
+    }
+
+    pub fn problems(&self) -> &[LocatedProblem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Unreadable { .. } => &[],
+        }
+    }
+}
+
+fn render_problems(path: &Path, problems: &[LocatedProblem]) -> String {
+    let mut out =
+        format!("{} has {} problem{}:", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+    for p in problems {
+        let field = if p.field.is_empty() { String::new() } else { format!(" {}:", p.field) };
+        out.push_str(&format!("\n  {}:{}:{}:{field} {}", path.display(), p.line, p.column, p.message));
+    }
+    out
+}
+
+impl fmt::Display for LocatedProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.line, self.column, self.field, self.message)
+    }
+}
+
+// ---- reading the document into the model (types and presence; semantic rules live in validate.rs) ----
+
+fn read_config(
+    path: &Path,
+    doc: &toml::Spanned<DeTable<'_>>,
+    problems: &mut Problems,
+) -> Option<(Config, validate::Spans)> {
+    let mut root = Section::new("", doc.get_ref(), doc.span());
+
+    let stack = match root.table("stack", problems) {
+        Some(mut s) => {
+            let name = required(s.string("name", problems), &s, "name", problems);
+            let region = s.string("region", problems);
+            s.finish(&["name", "region"], problems);
+            name.map(|name| (name, region))
+        }
+        None => {
+            missing(&root, "stack", "add a [stack] table with `name = \"...\"`", problems);
+            None
+        }
+    };
+
+    let network = match root.table("network", problems) {
+        Some(mut s) => {
+            let cidr = required(s.string("cidr", problems), &s, "cidr", problems);
+            let max_azs = s.integer("max_azs", problems);
+            let azs = s.string_list("azs", problems);
+            let subnet_cidrs = s.string_list("subnet_cidrs", problems);
+            let span = s.span();
+            s.finish(&["cidr", "max_azs", "azs", "subnet_cidrs"], problems);
+            cidr.map(|cidr| (cidr, max_azs, azs, subnet_cidrs, span))
+        }
+        None => {
+            missing(&root, "network", "add a [network] table with `cidr = \"10.0.0.0/16\"`", problems);
+            None
+        }
+    };
+
+    let namespace = match root.table("namespace", problems) {
+        Some(mut s) => {
+            let name = required(s.string("name", problems), &s, "name", problems);
+            let ttl = s.integer("dns_ttl", problems);
+            s.finish(&["name", "dns_ttl"], problems);
+            name.map(|name| (name, ttl))
+        }
+        None => {
+            missing(&root, "namespace", "add a [namespace] table with `name = \"example.local\"`", problems);
+            None
+        }
+    };
+
+    let mut raw_services = Vec::new();
+    match root.table("services", problems) {
+        Some(mut s) => {
+            for (name, value) in s.entries() {
+                let field = s.field(&name.value);
+                match value.get_ref() {
+                    DeValue::Table(t) => {
+                        raw_services.push(read_service(name, Section::new(field, t, value.span()), problems))
+                    }
+                    other => problems.add(
+                        field,
+                        value.span(),
+                        format!("expected a table [services.{}], found {}", name.value, other.type_str()),
+                    ),
+                }
+            }
+            if raw_services.is_empty() {
+                problems.add("services", s.span(), "no services declared; add at least one [services.<name>] table");
+            }
+        }
+        None => missing(&root, "services", "declare at least one [services.<name>] table", problems),
+    }
+    root.finish(&["stack", "network", "namespace", "services"], problems);
+
+    let (stack_name, region) = stack?;
+    let (cidr, max_azs, azs, subnet_cidrs, network_span) = network?;
+    let (ns_name, ns_ttl) = namespace?;
+
+    let cidr_value = validate::parse_cidr("network.cidr", &cidr, problems);
+    let max_azs_value = match &max_azs {
+        Some(n) if n.value < 1 => {
+            problems.add("network.max_azs", n.span.clone(), format!("must be at least 1, got {}", n.value));
+            None
+        }
+        Some(n) if n.value > 16 => {
+            problems.add("network.max_azs", n.span.clone(), format!("must be at most 16, got {}", n.value));
+            None
+        }
+        Some(n) => Some(n.value as usize),
+        None => Some(azs.as_ref().map_or(2, |a| a.len().max(1))),
+    };
+    let subnet_values = subnet_cidrs.as_ref().map(|list| {
+        list.iter().filter_map(|c| validate::parse_cidr("network.subnet_cidrs", c, problems)).collect::<Vec<_>>()
+    });
+    let dns_ttl = ns_ttl.as_ref().map_or(Some(DEFAULT_DNS_TTL), |t| validate::ttl("namespace.dns_ttl", t, problems));
+
+    let mut services = BTreeMap::new();
+    let mut service_spans = BTreeMap::new();
+    for raw in raw_services.into_iter().flatten() {
+        let ttl = match &raw.dns_ttl {
+            Some(t) => validate::ttl(&format!("services.{}.dns_ttl", raw.name.value), t, problems),
+            None => dns_ttl,
+        };
+        service_spans.insert(raw.name.value.clone(), raw.clone());
+        services.insert(
+            raw.name.value.clone(),
+            Service {
+                name: raw.name.value.clone(),
+                image: raw.image.value.clone(),
+                port: raw.port.value.clamp(0, u16::MAX as i64) as u16,
+                cpu: raw.cpu.as_ref().map_or(DEFAULT_CPU, |c| c.value.clamp(0, u32::MAX as i64) as u32),
+                memory: raw.memory.as_ref().map_or(DEFAULT_MEMORY, |m| m.value.clamp(0, u32::MAX as i64) as u32),
+                desired_count: raw
+                    .desired_count
+                    .as_ref()
+                    .map_or(DEFAULT_DESIRED_COUNT, |d| d.value.clamp(0, u32::MAX as i64) as u32),
+                dns_ttl: ttl.unwrap_or(DEFAULT_DNS_TTL),
+                calls: raw.calls.iter().map(|c| c.value.clone()).collect(),
+                environment: raw.environment.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
+            },
+        );
+    }
+
+    let config = Config {
+        path: path.to_path_buf(),
+        stack: Stack { name: stack_name.value.clone(), region: region.as_ref().map(|r| r.value.clone()) },
+        network: Network {
+            cidr: cidr_value?,
+            max_azs: max_azs_value?,
+            azs: azs.as_ref().map(|a| a.iter().map(|z| z.value.clone()).collect()),
+            subnet_cidrs: subnet_values,
+        },
+        namespace: Namespace { name: ns_name.value.clone(), dns_ttl: dns_ttl? },
+        services,
+    };
+    // Spans the semantic checks need, kept beside the model so the model itself stays plain data.
+    let spans = validate::Spans {
+        stack_name: stack_name.span,
+        region: region.map(|r| r.span),
+        network: network_span,
+        max_azs: max_azs.map(|m| m.span),
+        azs: azs.map(|a| a.into_iter().map(|z| z.span).collect()),
+        subnet_cidrs: subnet_cidrs.map(|a| a.into_iter().map(|z| z.span).collect()),
+        namespace_name: ns_name.span,
+        services: service_spans,
+    };
+    Some((config, spans))
+}
+
+/// A `[services.<name>]` table as written, before semantic checks.
+#[derive(Debug, Clone)]
+pub(crate) struct RawService {
+    pub name: Located<String>,
+    pub image: Located<String>,
+    pub port: Located<i64>,
+    pub cpu: Option<Located<i64>>,
+    pub memory: Option<Located<i64>>,
+    pub desired_count: Option<Located<i64>>,
+    pub dns_ttl: Option<Located<i64>>,
+    pub calls: Vec<Located<String>>,
+    pub environment: Vec<(Located<String>, Located<String>)>,
+    pub span: std::ops::Range<usize>,
+}
+
+fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Problems) -> Option<RawService> {
+    let image = required(s.string("image", problems), &s, "image", problems);
+    let port = required(s.integer("port", problems), &s, "port", problems);
+    let cpu = s.integer("cpu", problems);
+    let memory = s.integer("memory", problems);
+    let desired_count = s.integer("desired_count", problems);
+    let dns_ttl = s.integer("dns_ttl", problems);
+    let calls = s.string_list("calls", problems).unwrap_or_default();
+    let mut environment = Vec::new();
+    if let Some(mut env) = s.table("environment", problems) {
+        for (key, value) in env.entries() {
+            // ECS environment values are strings; numbers and booleans are accepted and written as text.
+            let text = match value.get_ref() {
+                DeValue::String(v) => Some(v.to_string()),
+                DeValue::Integer(i) => Some(i.to_string()),
+                DeValue::Float(f) => Some(f.to_string()),
+                DeValue::Boolean(b) => Some(b.to_string()),
+                other => {
+                    let field = env.field(&key.value);
+                    problems.add(field, value.span(), format!("expected a string, found {}", other.type_str()));
+                    None
+                }
+            };
+            if let Some(text) = text {
+                environment.push((key, Located { value: text, span: value.span() }));
+            }
+        }
+    }
+    let span = s.span();
+    s.finish(&["image", "port", "cpu", "memory", "desired_count", "dns_ttl", "calls", "environment"], problems);
+    Some(RawService { name, image: image?, port: port?, cpu, memory, desired_count, dns_ttl, calls, environment, span })
+}
+
+fn required<T>(
+    value: Option<Located<T>>,
+    section: &Section<'_, '_>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Located<T>> {
+    if value.is_none() && !problems.0.iter().any(|p| p.field == section.field(key)) {
+        problems.add(section.field(key), section.span(), format!("missing required key `{key}`"));
+    }
+    value
+}
+
+fn missing(root: &Section<'_, '_>, key: &str, hint: &str, problems: &mut Problems) {
+    problems.add(key, root.span().start..root.span().start, format!("missing [{key}] table; {hint}"));
+}
+
+#[cfg(test)]
+mod tests;

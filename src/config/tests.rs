@@ -1,0 +1,67 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("t.toml"), text)
+}
+
+const SEED: &str = r#"
+[stack]
+name = "secure-endpoints"
+
+[network]
+cidr = "10.0.0.0/16"
+max_azs = 2
+
+[namespace]
+name = "secure-endpoints.local"
+
+[services.service1]
+image = "service1-image"
+port = 8080
+calls = ["service2"]
+environment = { LOG_LEVEL = "info", WORKERS = 4 }
+
+[services.service2]
+image = "service2-image"
+port = 8080
+calls = ["service1"]
+"#;
+
+#[test]
+fn seed_config_reads_with_defaults() {
+    let c = parse(SEED).unwrap();
+    assert_eq!(c.stack.name, "secure-endpoints");
+    assert_eq!(c.network.max_azs, 2);
+    let s1 = &c.services["service1"];
+    assert_eq!((s1.cpu, s1.memory, s1.desired_count, s1.dns_ttl), (256, 512, 1, 10));
+    assert_eq!(s1.environment["WORKERS"], "4");
+    assert_eq!(c.endpoint(&c.services["service2"]), "service2.secure-endpoints.local:8080");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_line() {
+    let text = SEED
+        .replace("max_azs = 2", "max_azs = 0\ncolour = \"blue\"")
+        .replace("port = 8080\ncalls = [\"service2\"]", "port = 70000\ncalls = [\"nope\"]");
+    let err = parse(&text).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"network.max_azs"), "{err}");
+    assert!(fields.contains(&"network.colour"), "{err}");
+    let line_of = |f: &str| err.problems().iter().find(|p| p.field == f).unwrap().line;
+    assert_eq!(line_of("network.colour"), 8);
+}
+
+#[test]
+fn carving_leaves_room_for_public_subnets() {
+    assert_eq!(validate::carve_bits(1), 1);
+    assert_eq!(validate::carve_bits(2), 2);
+    assert_eq!(validate::carve_bits(3), 3);
+}
+
+#[test]
+fn fargate_sizes_follow_the_aws_table() {
+    assert!(validate::fargate_memory_options(256).unwrap().contains(&2048));
+    assert!(!validate::fargate_memory_options(256).unwrap().contains(&4096));
+    assert!(validate::fargate_memory_options(300).is_none());
+    assert!(validate::fargate_memory_options(16384).unwrap().contains(&122880));
+}

@@ -1,0 +1,334 @@
+//! Semantic rules: the ones AWS would enforce later, checked before the first API call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use ipnet::Ipv4Net;
+
+use super::reader::{Located, Problems};
+use super::{Config, RawService};
+use crate::model::peer_env_name;
+
+/// Where the checked values stand in the file.
+pub(crate) struct Spans {
+    pub stack_name: Range<usize>,
+    pub region: Option<Range<usize>>,
+    pub network: Range<usize>,
+    pub max_azs: Option<Range<usize>>,
+    pub azs: Option<Vec<Range<usize>>>,
+    pub subnet_cidrs: Option<Vec<Range<usize>>>,
+    pub namespace_name: Range<usize>,
+    pub services: BTreeMap<String, RawService>,
+}
+
+/// Smallest and largest subnet AWS accepts for a VPC or subnet.
+const MIN_PREFIX: u8 = 16;
+const MAX_PREFIX: u8 = 28;
+const MAX_DESIRED_COUNT: i64 = 5000;
+
+pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) {
+    check_stack(config, spans, problems);
+    check_network(config, spans, problems);
+    if let Err(why) = dns_name(&config.namespace.name) {
+        problems.add(
+            "namespace.name",
+            spans.namespace_name.clone(),
+            format!("`{}` is not a DNS name: {why}", config.namespace.name),
+        );
+    }
+    for raw in spans.services.values() {
+        check_service(config, raw, problems);
+    }
+}
+
+fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
+    let name = &config.stack.name;
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.ends_with('-');
+    if !ok {
+        problems.add(
+            "stack.name",
+            spans.stack_name.clone(),
+            format!("`{name}` is not a valid stack name: use 1-64 letters, digits and hyphens, starting with a letter and not ending with a hyphen (it names the ECS cluster, groups and task families)"),
+        );
+    }
+    if let (Some(region), Some(span)) = (&config.stack.region, &spans.region) {
+        let parts: Vec<&str> = region.split('-').collect();
+        let ok = parts.len() >= 3
+            && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+            && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+            && !parts[parts.len() - 1].is_empty();
+        if !ok {
+            problems.add(
+                "stack.region",
+                span.clone(),
+                format!("`{region}` is not an AWS region name such as `us-east-1`"),
+            );
+        }
+    }
+}
+
+fn check_network(config: &Config, spans: &Spans, problems: &mut Problems) {
+    let net = &config.network;
+    let vpc = net.cidr;
+    if let (Some(azs), Some(az_spans)) = (&net.azs, &spans.azs) {
+        if let Some(span) = &spans.max_azs {
+            if azs.len() != net.max_azs {
+                problems.add(
+                    "network.azs",
+                    span.clone(),
+                    format!(
+                        "lists {} zones but max_azs is {}; give one zone per AZ or drop one of the two keys",
+                        azs.len(),
+                        net.max_azs
+                    ),
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (az, span) in azs.iter().zip(az_spans) {
+            if !seen.insert(az) {
+                problems.add("network.azs", span.clone(), format!("`{az}` is listed twice"));
+            }
+        }
+    }
+    match (&net.subnet_cidrs, &spans.subnet_cidrs) {
+        (Some(subnets), Some(subnet_spans)) => {
+            if subnets.len() != net.max_azs {
+                problems.add(
+                    "network.subnet_cidrs",
+                    spans.network.clone(),
+                    format!(
+                        "lists {} CIDRs but there are {} AZs (max_azs); give exactly one per AZ",
+                        subnets.len(),
+                        net.max_azs
+                    ),
+                );
+            }
+            for (i, (subnet, span)) in subnets.iter().zip(subnet_spans).enumerate() {
+                if !vpc.contains(subnet) {
+                    problems.add(
+                        "network.subnet_cidrs",
+                        span.clone(),
+                        format!("{subnet} is not inside the VPC CIDR {vpc}"),
+                    );
+                }
+                if let Some(other) = subnets[..i].iter().find(|o| o.contains(subnet) || subnet.contains(*o)) {
+                    problems.add("network.subnet_cidrs", span.clone(), format!("{subnet} overlaps {other}"));
+                }
+            }
+        }
+        _ => {
+            let bits = carve_bits(net.max_azs);
+            if vpc.prefix_len() + bits > MAX_PREFIX {
+                problems.add("network.cidr", spans.network.clone(), format!("{vpc} is too small to carve {} private subnets of at least /{MAX_PREFIX}; use a larger CIDR or fewer AZs", net.max_azs));
+            }
+        }
+    }
+}
+
+/// Prefix bits added to the VPC's to carve subnets: room for one private and (later) one public subnet per AZ.
+pub fn carve_bits(max_azs: usize) -> u8 {
+    let slots = (2 * max_azs).next_power_of_two();
+    slots.trailing_zeros() as u8
+}
+
+fn check_service(config: &Config, raw: &RawService, problems: &mut Problems) {
+    let name = &raw.name.value;
+    let field = |key: &str| format!("services.{name}.{key}");
+    let ok_name = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !ok_name {
+        problems.add(
+            format!("services.{name}"),
+            raw.name.span.clone(),
+            format!("`{name}` is not a valid service name: use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (it becomes a DNS label)"),
+        );
+    }
+    if raw.image.value.trim().is_empty() || raw.image.value.contains(char::is_whitespace) {
+        problems.add(
+            field("image"),
+            raw.image.span.clone(),
+            "image must be a non-empty image reference without spaces",
+        );
+    }
+    if !(1..=65535).contains(&raw.port.value) {
+        problems.add(
+            field("port"),
+            raw.port.span.clone(),
+            format!("{} is not a valid port; use 1-65535", raw.port.value),
+        );
+    }
+    let cpu = raw.cpu.as_ref().map(|c| c.value).unwrap_or(super::DEFAULT_CPU as i64);
+    let memory = raw.memory.as_ref().map(|m| m.value).unwrap_or(super::DEFAULT_MEMORY as i64);
+    match fargate_memory_options(cpu) {
+        None => {
+            let span = raw.cpu.as_ref().map_or(raw.span.clone(), |c| c.span.clone());
+            problems.add(
+                field("cpu"),
+                span,
+                format!("{cpu} is not a Fargate CPU size; use 256, 512, 1024, 2048, 4096, 8192 or 16384"),
+            );
+        }
+        Some(options) if !options.contains(&memory) => {
+            let span = raw.memory.as_ref().map_or(raw.span.clone(), |m| m.span.clone());
+            problems.add(
+                field("memory"),
+                span,
+                format!("Fargate does not accept {memory} MiB with cpu = {cpu}; use {}", describe_options(&options)),
+            );
+        }
+        Some(_) => {}
+    }
+    if let Some(count) = &raw.desired_count {
+        if !(0..=MAX_DESIRED_COUNT).contains(&count.value) {
+            problems.add(
+                field("desired_count"),
+                count.span.clone(),
+                format!("{} is out of range; use 0-{MAX_DESIRED_COUNT}", count.value),
+            );
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for callee in &raw.calls {
+        if callee.value == *name {
+            problems.add(
+                field("calls"),
+                callee.span.clone(),
+                format!(
+                    "`{name}` calls itself; a service reaches itself without a network rule, remove it from `calls`"
+                ),
+            );
+        } else if !config.services.contains_key(&callee.value) {
+            let known: Vec<&str> = config.services.keys().map(String::as_str).collect();
+            problems.add(
+                field("calls"),
+                callee.span.clone(),
+                format!("unknown service `{}`; declared services: {}", callee.value, known.join(", ")),
+            );
+        }
+        if !seen.insert(&callee.value) {
+            problems.add(field("calls"), callee.span.clone(), format!("`{}` is listed twice", callee.value));
+        }
+    }
+    let injected: BTreeSet<String> = raw
+        .calls
+        .iter()
+        .map(|c| peer_env_name(&c.value))
+        .chain((raw.calls.len() == 1).then(|| "SERVICE_URL".to_string()))
+        .collect();
+    for (key, _) in &raw.environment {
+        check_env_key(&field("environment"), key, &injected, problems);
+    }
+}
+
+fn check_env_key(field: &str, key: &Located<String>, injected: &BTreeSet<String>, problems: &mut Problems) {
+    let k = &key.value;
+    let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        problems.add(
+            format!("{field}.{k}"),
+            key.span.clone(),
+            format!("`{k}` is not a valid environment variable name; use letters, digits and underscores"),
+        );
+    } else if injected.contains(k) {
+        problems.add(
+            format!("{field}.{k}"),
+            key.span.clone(),
+            format!("`{k}` is set by secep to a peer's address (from `calls`); choose another name"),
+        );
+    }
+}
+
+/// Memory sizes (MiB) Fargate accepts for a CPU size, or None if the CPU size itself is invalid.
+/// Source: the "Task CPU and memory" table of the Amazon ECS developer guide.
+pub fn fargate_memory_options(cpu: i64) -> Option<Vec<i64>> {
+    let gib = |n: i64| n * 1024;
+    let range = |lo: i64, hi: i64, step: i64| (lo..=hi).step_by(step as usize).collect::<Vec<_>>();
+    match cpu {
+        256 => Some(vec![512, 1024, 2048]),
+        512 => Some(range(gib(1), gib(4), gib(1))),
+        1024 => Some(range(gib(2), gib(8), gib(1))),
+        2048 => Some(range(gib(4), gib(16), gib(1))),
+        4096 => Some(range(gib(8), gib(30), gib(1))),
+        8192 => Some(range(gib(16), gib(60), gib(4))),
+        16384 => Some(range(gib(32), gib(120), gib(8))),
+        _ => None,
+    }
+}
+
+fn describe_options(options: &[i64]) -> String {
+    if options.len() <= 3 {
+        options.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+    } else {
+        format!("{} to {} in steps of {}", options[0], options[options.len() - 1], options[1] - options[0])
+    }
+}
+
+pub(crate) fn parse_cidr(field: &str, value: &Located<String>, problems: &mut Problems) -> Option<Ipv4Net> {
+    let text = value.value.trim();
+    let net: Ipv4Net = match text.parse() {
+        Ok(net) => net,
+        Err(_) => {
+            problems.add(field, value.span.clone(), format!("`{text}` is not an IPv4 CIDR such as 10.0.0.0/16"));
+            return None;
+        }
+    };
+    if net.network() != net.addr() {
+        problems.add(field, value.span.clone(), format!("`{text}` has host bits set; did you mean {}?", net.trunc()));
+        return None;
+    }
+    if !(MIN_PREFIX..=MAX_PREFIX).contains(&net.prefix_len()) {
+        problems.add(
+            field,
+            value.span.clone(),
+            format!("`{text}`: AWS accepts prefixes from /{MIN_PREFIX} to /{MAX_PREFIX}"),
+        );
+        return None;
+    }
+    Some(net)
+}
+
+pub(crate) fn ttl(field: &str, value: &Located<i64>, problems: &mut Problems) -> Option<u32> {
+    if (0..=i64::from(i32::MAX)).contains(&value.value) {
+        Some(value.value as u32)
+    } else {
+        problems.add(
+            field,
+            value.span.clone(),
+            format!("{} is not a valid DNS TTL; use 0-2147483647 seconds", value.value),
+        );
+        None
+    }
+}
+
+/// Checks a DNS domain name (RFC 1035 labels), returning why it is not one.
+pub fn dns_name(name: &str) -> Result<(), String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (two dots in a row?)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 characters"));
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("label `{label}` may only contain letters, digits and hyphens"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label `{label}` starts or ends with a hyphen"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! secep: stand up a secure microservice topology on Amazon ECS (VPC, private subnets, Cloud Map, one security group
+//! per service, Fargate) by calling AWS APIs directly.
+
+pub mod aws;
+pub mod commands;
+pub mod config;
+pub mod graph;
+pub mod model;
+pub mod output;
+pub mod state;
+pub mod steps;

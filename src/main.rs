@@ -1,0 +1,131 @@
+//! The thin CLI: flags, logging, exit codes. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use secep::aws::Target;
+use secep::commands::{self, Common, exit};
+use secep::graph::StopFlag;
+use secep::output::Console;
+
+/// Deploy a secure microservice topology (VPC, private subnets, Cloud Map, per-service security groups, Fargate)
+/// straight from AWS APIs.
+#[derive(Debug, Parser)]
+#[command(name = "secep", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags that work before or after the subcommand, as with the aws CLI and terraform.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Stack config file (TOML)
+    #[arg(short, long, global = true, default_value = "secep.toml", value_name = "FILE")]
+    config: PathBuf,
+    /// State file [default: .secep/<stack>.state.json]
+    #[arg(long, global = true, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// AWS profile from ~/.aws/config (else AWS_PROFILE or the default chain)
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// AWS region (else [stack] region in the config, else AWS_REGION or the profile)
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Send all AWS calls to this endpoint, e.g. a local emulator (else AWS_ENDPOINT_URL)
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// Print a machine-readable result on stdout
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging on stderr (-v: secep debug, -vv: SDK too); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the stack, or whatever of it does not exist yet (idempotent)
+    Up {
+        /// Most AWS calls in flight at once
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallelism: u16,
+        /// Longest wait for an asynchronous Cloud Map operation, in seconds
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        operation_timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::ERROR } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+async fn run(cli: Cli) -> u8 {
+    let g = cli.global;
+    let common = Common {
+        config: g.config,
+        state: g.state,
+        target: Target { profile: g.profile, region: g.region, endpoint_url: g.endpoint_url },
+    };
+    let mut console = Console::new(g.json);
+    let stop = StopFlag::default();
+    watch_ctrl_c(stop.clone());
+    let result = match cli.command {
+        Command::Up { parallelism, operation_timeout } => {
+            let args = commands::up::UpArgs {
+                parallelism: usize::from(parallelism),
+                operation_timeout: Duration::from_secs(operation_timeout),
+            };
+            commands::up::run(&common, &args, &mut console, &stop).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            console.finish_progress();
+            console.error(&e);
+            exit::ERROR
+        }
+    }
+}
+
+/// Ctrl-C stops new work; calls in flight finish and are recorded before the command exits with 130.
+fn watch_ctrl_c(stop: StopFlag) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing the calls in flight and recording them (Ctrl-C again to abort)");
+            stop.stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    });
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "secep=warn",
+        1 => "secep=debug",
+        _ => {
+            "secep=trace,aws_config=debug,aws_smithy_runtime=debug,aws_sdk_ec2=debug,aws_sdk_ecs=debug,aws_sdk_servicediscovery=debug"
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

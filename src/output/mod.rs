@@ -1,0 +1,119 @@
+//! All console output goes through [`Console`]: human progress on stderr (a live progress bar on a terminal,
+//! plain lines otherwise), results on stdout (a table for people, JSON with `--json`).
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Console {
+    json: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Console {
+    pub fn new(json: bool) -> Console {
+        Console { json, bar: None }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// A cargo-style status line on stderr: `   Creating stack secure-endpoints`.
+    pub fn status(&self, verb: &str, message: impl std::fmt::Display) {
+        self.line(format!("{verb:>12} {message}"));
+    }
+
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        self.line(format!("warning: {message}"));
+    }
+
+    /// Prints an error and its causes, one per line, without repeating what the top line already says.
+    pub fn error(&self, err: &anyhow::Error) {
+        let mut text = format!("error: {err}");
+        let mut last = err.to_string();
+        for cause in err.chain().skip(1) {
+            let c = cause.to_string();
+            if !last.contains(&c) {
+                text.push_str(&format!("\n  caused by: {c}"));
+            }
+            last = c;
+        }
+        self.line(text);
+    }
+
+    /// Starts a progress bar over `total` steps (terminal only; elsewhere finished steps are plain lines).
+    pub fn start_progress(&mut self, total: usize) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        self.bar = Some(bar);
+    }
+
+    pub fn progress_message(&self, message: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+
+    /// One finished step: `     created  sg/api  sg-0123  0.21s`.
+    pub fn step(&self, verb: &str, node: &str, detail: &str, elapsed: Option<Duration>) {
+        let time = elapsed.map(|d| format!("  {:.2}s", d.as_secs_f64())).unwrap_or_default();
+        self.line(format!("{verb:>12} {node:<28} {detail}{time}"));
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    /// A step that needed no work: counted on the progress bar, not printed.
+    pub fn skip_step(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    pub fn finish_progress(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// The command's result for people, on stdout (skipped with --json).
+    pub fn result(&self, text: &str) {
+        if !self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
+    /// The command's result for machines, on stdout (only with --json).
+    pub fn json(&self, value: &serde_json::Value) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(value).expect("JSON value serialises"));
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
+}
+
+/// The readable tail of an id: `arn:aws:ecs:…:service/stack/api` → `service/stack/api`; other ids unchanged.
+pub fn short_id(id: &str) -> String {
+    match id.strip_prefix("arn:") {
+        Some(rest) => rest.splitn(5, ':').nth(4).unwrap_or(id).to_string(),
+        None => id.to_string(),
+    }
+}

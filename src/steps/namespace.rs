@@ -1,0 +1,76 @@
+//! The Cloud Map private DNS namespace bound to the VPC. Creation is asynchronous: it returns an operation id that
+//! is polled until SUCCESS, with a bounded wait whose error names the operation.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType};
+
+use super::{Created, Ctx, api_error, sd_tags};
+use crate::model::idempotency_token;
+
+pub async fn create(ctx: &Ctx, node: &str, name: &str, digest: &str) -> Result<Created> {
+    let vpc_id = ctx.id_of("vpc")?;
+    let out = ctx
+        .clients
+        .sd
+        .create_private_dns_namespace()
+        .name(name)
+        .vpc(&vpc_id)
+        // Deterministic, so a retried create after a lost response returns the same operation instead of a twin.
+        .creator_request_id(idempotency_token(&ctx.stack, node, digest))
+        .description(format!("secep stack {}", ctx.stack))
+        .set_tags(Some(sd_tags(ctx, node, name)?))
+        .send()
+        .await
+        .map_err(|e| api_error(format!("create private DNS namespace {name} in {vpc_id}"), e))?;
+    let operation_id = out.operation_id().unwrap_or_default().to_string();
+    let namespace_id = wait_for_operation(ctx, &operation_id, &format!("namespace {name}")).await?;
+    let ns = ctx
+        .clients
+        .sd
+        .get_namespace()
+        .id(&namespace_id)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read namespace {namespace_id}"), e))?;
+    let arn = ns.namespace().and_then(|n| n.arn()).map(str::to_string);
+    Ok(Created { id: namespace_id, arn })
+}
+
+/// Polls a Cloud Map operation until it succeeds, returning its namespace target.
+pub async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str) -> Result<String> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let out = ctx
+            .clients
+            .sd
+            .get_operation()
+            .operation_id(operation_id)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("read Cloud Map operation {operation_id} ({what})"), e))?;
+        let op = out.operation();
+        match op.and_then(|o| o.status()) {
+            Some(OperationStatus::Success) => {
+                let target = op.and_then(|o| o.targets()).and_then(|t| t.get(&OperationTargetType::Namespace));
+                return Ok(target.cloned().unwrap_or_default());
+            }
+            Some(OperationStatus::Fail) => {
+                let code = op.and_then(|o| o.error_code()).unwrap_or("unknown");
+                let message = op.and_then(|o| o.error_message()).unwrap_or("no message");
+                bail!("Cloud Map operation {operation_id} ({what}) failed: {message} ({code})");
+            }
+            _ => {}
+        }
+        if started.elapsed() + delay > ctx.operation_timeout {
+            bail!(
+                "Cloud Map operation {operation_id} ({what}) did not finish within {}s\n  hint: it may still complete; check it with `aws servicediscovery get-operation --operation-id {operation_id}` and re-run the command to resume",
+                ctx.operation_timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,3 @@
+//! The single integration-test binary: each module is one feature, driven like a user would drive it.
+
+mod harness;
