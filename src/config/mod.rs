@@ -87,13 +87,9 @@ impl Config {
         if !syntax_errors.is_empty() {
             return Err(ConfigError::invalid(path, source, problems));
         }
-        match read_config(path, &doc, &mut problems) {
-            Some((config, spans)) => {
-                validate::check(&config, &spans, &mut problems);
-                if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::invalid(path, source, problems)) }
-            }
-            None => Err(ConfigError::invalid(path, source, problems)),
-        }
+        let (config, spans) = read_config(path, &doc, &mut problems);
+        validate::check(&config, &spans, &mut problems);
+        if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::invalid(path, source, problems)) }
     }
 
     /// The DNS name and port callers use to reach `service`.
@@ -130,7 +126,7 @@ impl ConfigError {
                 LocatedProblem { line, column, field: p.field, message: p.message }
             })
             .collect();
-        located.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        located.sort_by_key(|a| (a.line, a.column));
         ConfigError::Invalid { path: path.to_path_buf(), problems: located }
     }
 
@@ -160,27 +156,26 @@ impl fmt::Display for LocatedProblem {
 
 // ---- reading the document into the model (types and presence; semantic rules live in validate.rs) ----
 
-fn read_config(
-    path: &Path,
-    doc: &toml::Spanned<DeTable<'_>>,
-    problems: &mut Problems,
-) -> Option<(Config, validate::Spans)> {
+/// Reads the document into the model. Values that are missing or unreadable are reported and replaced by
+/// placeholders, so that every other check still runs and all problems are reported together; the placeholders never
+/// escape, because any problem makes `parse` fail.
+fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Problems) -> (Config, validate::Spans) {
     let mut root = Section::new("", doc.get_ref(), doc.span());
 
-    let stack = match root.table("stack", problems) {
+    let (stack_name, region) = match root.table("stack", problems) {
         Some(mut s) => {
             let name = required(s.string("name", problems), &s, "name", problems);
             let region = s.string("region", problems);
             s.finish(&["name", "region"], problems);
-            name.map(|name| (name, region))
+            (name, region)
         }
         None => {
             missing(&root, "stack", "add a [stack] table with `name = \"...\"`", problems);
-            None
+            (None, None)
         }
     };
 
-    let network = match root.table("network", problems) {
+    let (cidr, max_azs, azs, subnet_cidrs, network_span) = match root.table("network", problems) {
         Some(mut s) => {
             let cidr = required(s.string("cidr", problems), &s, "cidr", problems);
             let max_azs = s.integer("max_azs", problems);
@@ -188,24 +183,24 @@ fn read_config(
             let subnet_cidrs = s.string_list("subnet_cidrs", problems);
             let span = s.span();
             s.finish(&["cidr", "max_azs", "azs", "subnet_cidrs"], problems);
-            cidr.map(|cidr| (cidr, max_azs, azs, subnet_cidrs, span))
+            (cidr, max_azs, azs, subnet_cidrs, span)
         }
         None => {
             missing(&root, "network", "add a [network] table with `cidr = \"10.0.0.0/16\"`", problems);
-            None
+            (None, None, None, None, root.span())
         }
     };
 
-    let namespace = match root.table("namespace", problems) {
+    let (ns_name, ns_ttl) = match root.table("namespace", problems) {
         Some(mut s) => {
             let name = required(s.string("name", problems), &s, "name", problems);
             let ttl = s.integer("dns_ttl", problems);
             s.finish(&["name", "dns_ttl"], problems);
-            name.map(|name| (name, ttl))
+            (name, ttl)
         }
         None => {
             missing(&root, "namespace", "add a [namespace] table with `name = \"example.local\"`", problems);
-            None
+            (None, None)
         }
     };
 
@@ -233,11 +228,7 @@ fn read_config(
     }
     root.finish(&["stack", "network", "namespace", "services"], problems);
 
-    let (stack_name, region) = stack?;
-    let (cidr, max_azs, azs, subnet_cidrs, network_span) = network?;
-    let (ns_name, ns_ttl) = namespace?;
-
-    let cidr_value = validate::parse_cidr("network.cidr", &cidr, problems);
+    let cidr_value = cidr.as_ref().and_then(|c| validate::parse_cidr("network.cidr", c, problems));
     let max_azs_value = match &max_azs {
         Some(n) if n.value < 1 => {
             problems.add("network.max_azs", n.span.clone(), format!("must be at least 1, got {}", n.value));
@@ -257,63 +248,71 @@ fn read_config(
 
     let mut services = BTreeMap::new();
     let mut service_spans = BTreeMap::new();
-    for raw in raw_services.into_iter().flatten() {
+    for raw in raw_services {
         let ttl = match &raw.dns_ttl {
             Some(t) => validate::ttl(&format!("services.{}.dns_ttl", raw.name.value), t, problems),
             None => dns_ttl,
         };
-        service_spans.insert(raw.name.value.clone(), raw.clone());
+        let number = |v: &Option<Located<i64>>, default: u32| {
+            v.as_ref().map_or(default, |n| n.value.clamp(0, u32::MAX as i64) as u32)
+        };
         services.insert(
             raw.name.value.clone(),
             Service {
                 name: raw.name.value.clone(),
-                image: raw.image.value.clone(),
-                port: raw.port.value.clamp(0, u16::MAX as i64) as u16,
-                cpu: raw.cpu.as_ref().map_or(DEFAULT_CPU, |c| c.value.clamp(0, u32::MAX as i64) as u32),
-                memory: raw.memory.as_ref().map_or(DEFAULT_MEMORY, |m| m.value.clamp(0, u32::MAX as i64) as u32),
-                desired_count: raw
-                    .desired_count
-                    .as_ref()
-                    .map_or(DEFAULT_DESIRED_COUNT, |d| d.value.clamp(0, u32::MAX as i64) as u32),
+                image: raw.image.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+                port: raw.port.as_ref().map_or(0, |p| p.value.clamp(0, u16::MAX as i64) as u16),
+                cpu: number(&raw.cpu, DEFAULT_CPU),
+                memory: number(&raw.memory, DEFAULT_MEMORY),
+                desired_count: number(&raw.desired_count, DEFAULT_DESIRED_COUNT),
                 dns_ttl: ttl.unwrap_or(DEFAULT_DNS_TTL),
                 calls: raw.calls.iter().map(|c| c.value.clone()).collect(),
                 environment: raw.environment.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
             },
         );
+        service_spans.insert(raw.name.value.clone(), raw);
     }
 
     let config = Config {
         path: path.to_path_buf(),
-        stack: Stack { name: stack_name.value.clone(), region: region.as_ref().map(|r| r.value.clone()) },
+        stack: Stack {
+            name: stack_name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+            region: region.as_ref().map(|r| r.value.clone()),
+        },
         network: Network {
-            cidr: cidr_value?,
-            max_azs: max_azs_value?,
+            cidr: cidr_value.unwrap_or_else(|| "10.0.0.0/16".parse().expect("valid placeholder")),
+            max_azs: max_azs_value.unwrap_or(1),
             azs: azs.as_ref().map(|a| a.iter().map(|z| z.value.clone()).collect()),
             subnet_cidrs: subnet_values,
         },
-        namespace: Namespace { name: ns_name.value.clone(), dns_ttl: dns_ttl? },
+        namespace: Namespace {
+            name: ns_name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
+            dns_ttl: dns_ttl.unwrap_or(DEFAULT_DNS_TTL),
+        },
         services,
     };
-    // Spans the semantic checks need, kept beside the model so the model itself stays plain data.
+    // Spans the semantic checks need, kept beside the model so the model itself stays plain data. A `None` span
+    // means the value could not be read (already reported), so its semantic checks are skipped.
     let spans = validate::Spans {
-        stack_name: stack_name.span,
+        stack_name: stack_name.map(|n| n.span),
         region: region.map(|r| r.span),
         network: network_span,
+        network_ok: cidr_value.is_some() && max_azs_value.is_some(),
         max_azs: max_azs.map(|m| m.span),
         azs: azs.map(|a| a.into_iter().map(|z| z.span).collect()),
         subnet_cidrs: subnet_cidrs.map(|a| a.into_iter().map(|z| z.span).collect()),
-        namespace_name: ns_name.span,
+        namespace_name: ns_name.map(|n| n.span),
         services: service_spans,
     };
-    Some((config, spans))
+    (config, spans)
 }
 
 /// A `[services.<name>]` table as written, before semantic checks.
 #[derive(Debug, Clone)]
 pub(crate) struct RawService {
     pub name: Located<String>,
-    pub image: Located<String>,
-    pub port: Located<i64>,
+    pub image: Option<Located<String>>,
+    pub port: Option<Located<i64>>,
     pub cpu: Option<Located<i64>>,
     pub memory: Option<Located<i64>>,
     pub desired_count: Option<Located<i64>>,
@@ -323,7 +322,7 @@ pub(crate) struct RawService {
     pub span: std::ops::Range<usize>,
 }
 
-fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Problems) -> Option<RawService> {
+fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Problems) -> RawService {
     let image = required(s.string("image", problems), &s, "image", problems);
     let port = required(s.integer("port", problems), &s, "port", problems);
     let cpu = s.integer("cpu", problems);
@@ -353,7 +352,7 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
     }
     let span = s.span();
     s.finish(&["image", "port", "cpu", "memory", "desired_count", "dns_ttl", "calls", "environment"], problems);
-    Some(RawService { name, image: image?, port: port?, cpu, memory, desired_count, dns_ttl, calls, environment, span })
+    RawService { name, image, port, cpu, memory, desired_count, dns_ttl, calls, environment, span }
 }
 
 fn required<T>(

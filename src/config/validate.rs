@@ -11,13 +11,15 @@ use crate::model::peer_env_name;
 
 /// Where the checked values stand in the file.
 pub(crate) struct Spans {
-    pub stack_name: Range<usize>,
+    pub stack_name: Option<Range<usize>>,
     pub region: Option<Range<usize>>,
     pub network: Range<usize>,
+    /// The CIDR and AZ count were read; subnet checks depend on both.
+    pub network_ok: bool,
     pub max_azs: Option<Range<usize>>,
     pub azs: Option<Vec<Range<usize>>>,
     pub subnet_cidrs: Option<Vec<Range<usize>>>,
-    pub namespace_name: Range<usize>,
+    pub namespace_name: Option<Range<usize>>,
     pub services: BTreeMap<String, RawService>,
 }
 
@@ -28,13 +30,11 @@ const MAX_DESIRED_COUNT: i64 = 5000;
 
 pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) {
     check_stack(config, spans, problems);
-    check_network(config, spans, problems);
-    if let Err(why) = dns_name(&config.namespace.name) {
-        problems.add(
-            "namespace.name",
-            spans.namespace_name.clone(),
-            format!("`{}` is not a DNS name: {why}", config.namespace.name),
-        );
+    if spans.network_ok {
+        check_network(config, spans, problems);
+    }
+    if let (Some(span), Err(why)) = (&spans.namespace_name, dns_name(&config.namespace.name)) {
+        problems.add("namespace.name", span.clone(), format!("`{}` is not a DNS name: {why}", config.namespace.name));
     }
     for raw in spans.services.values() {
         check_service(config, raw, problems);
@@ -43,6 +43,7 @@ pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) {
 
 fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
     let name = &config.stack.name;
+    let Some(name_span) = &spans.stack_name else { return check_region(config, spans, problems) };
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -50,10 +51,14 @@ fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
     if !ok {
         problems.add(
             "stack.name",
-            spans.stack_name.clone(),
+            name_span.clone(),
             format!("`{name}` is not a valid stack name: use 1-64 letters, digits and hyphens, starting with a letter and not ending with a hyphen (it names the ECS cluster, groups and task families)"),
         );
     }
+    check_region(config, spans, problems);
+}
+
+fn check_region(config: &Config, spans: &Spans, problems: &mut Problems) {
     if let (Some(region), Some(span)) = (&config.stack.region, &spans.region) {
         let parts: Vec<&str> = region.split('-').collect();
         let ok = parts.len() >= 3
@@ -74,18 +79,18 @@ fn check_network(config: &Config, spans: &Spans, problems: &mut Problems) {
     let net = &config.network;
     let vpc = net.cidr;
     if let (Some(azs), Some(az_spans)) = (&net.azs, &spans.azs) {
-        if let Some(span) = &spans.max_azs {
-            if azs.len() != net.max_azs {
-                problems.add(
-                    "network.azs",
-                    span.clone(),
-                    format!(
-                        "lists {} zones but max_azs is {}; give one zone per AZ or drop one of the two keys",
-                        azs.len(),
-                        net.max_azs
-                    ),
-                );
-            }
+        if let Some(span) = &spans.max_azs
+            && azs.len() != net.max_azs
+        {
+            problems.add(
+                "network.azs",
+                span.clone(),
+                format!(
+                    "lists {} zones but max_azs is {}; give one zone per AZ or drop one of the two keys",
+                    azs.len(),
+                    net.max_azs
+                ),
+            );
         }
         let mut seen = BTreeSet::new();
         for (az, span) in azs.iter().zip(az_spans) {
@@ -149,19 +154,13 @@ fn check_service(config: &Config, raw: &RawService, problems: &mut Problems) {
             format!("`{name}` is not a valid service name: use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (it becomes a DNS label)"),
         );
     }
-    if raw.image.value.trim().is_empty() || raw.image.value.contains(char::is_whitespace) {
-        problems.add(
-            field("image"),
-            raw.image.span.clone(),
-            "image must be a non-empty image reference without spaces",
-        );
+    if let Some(image) =
+        raw.image.as_ref().filter(|i| i.value.trim().is_empty() || i.value.contains(char::is_whitespace))
+    {
+        problems.add(field("image"), image.span.clone(), "image must be a non-empty image reference without spaces");
     }
-    if !(1..=65535).contains(&raw.port.value) {
-        problems.add(
-            field("port"),
-            raw.port.span.clone(),
-            format!("{} is not a valid port; use 1-65535", raw.port.value),
-        );
+    if let Some(port) = raw.port.as_ref().filter(|p| !(1..=65535).contains(&p.value)) {
+        problems.add(field("port"), port.span.clone(), format!("{} is not a valid port; use 1-65535", port.value));
     }
     let cpu = raw.cpu.as_ref().map(|c| c.value).unwrap_or(super::DEFAULT_CPU as i64);
     let memory = raw.memory.as_ref().map(|m| m.value).unwrap_or(super::DEFAULT_MEMORY as i64);
@@ -184,14 +183,14 @@ fn check_service(config: &Config, raw: &RawService, problems: &mut Problems) {
         }
         Some(_) => {}
     }
-    if let Some(count) = &raw.desired_count {
-        if !(0..=MAX_DESIRED_COUNT).contains(&count.value) {
-            problems.add(
-                field("desired_count"),
-                count.span.clone(),
-                format!("{} is out of range; use 0-{MAX_DESIRED_COUNT}", count.value),
-            );
-        }
+    if let Some(count) = &raw.desired_count
+        && !(0..=MAX_DESIRED_COUNT).contains(&count.value)
+    {
+        problems.add(
+            field("desired_count"),
+            count.span.clone(),
+            format!("{} is out of range; use 0-{MAX_DESIRED_COUNT}", count.value),
+        );
     }
     let mut seen = BTreeSet::new();
     for callee in &raw.calls {
