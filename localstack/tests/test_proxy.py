@@ -1,0 +1,662 @@
+"""Tests of the fidelity proxy (localstack/proxy.py) and the emulator scripts.
+
+Run from the repo root:
+    localstack/.venv/bin/python -m unittest discover -s localstack/tests -v
+
+The module starts its own moto (start.sh --port 0, its own run dir, watched by
+this process) and its own proxy, and stops both at the end. Every test uses its
+own resources and never calls /moto-api/reset, so a shared server is safe.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+import uuid
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # localstack/
+REGION = "us-east-1"
+TMP = ""
+MOTO = ""
+PROXY = ""
+CALL_LOG = ""
+# Never let an http_proxy variable or a licensed-LocalStack setting leak into the children.
+ENV = {k: v for k, v in os.environ.items() if k.lower() not in ("aws_endpoint_url", "http_proxy", "https_proxy", "all_proxy")}
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def run_script(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([os.path.join(HERE, args[0]), *args[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env or ENV, timeout=180, check=check)
+
+
+def setUpModule() -> None:
+    global TMP, MOTO, PROXY, CALL_LOG
+    TMP = tempfile.mkdtemp(prefix="secep-proxy-test-")
+    CALL_LOG = os.path.join(TMP, "calls.jsonl")
+    t0 = time.monotonic()
+    try:
+        MOTO = run_script("start.sh", "--port", "0", "--run-dir", TMP, "--watch-pid", str(os.getpid())).stdout.strip()
+        PROXY = run_script("start-proxy.sh", "--port", "0", "--run-dir", TMP, "--watch-pid", str(os.getpid()),
+                           "--upstream", MOTO, "--call-log", CALL_LOG).stdout.strip()
+    except subprocess.CalledProcessError as e:
+        tearDownModule()  # unittest skips it when setUpModule fails
+        raise RuntimeError(f"{e.cmd} failed:\n{e.stderr}") from e
+    sys.stderr.write(f"\nmoto {MOTO}, proxy {PROXY}, started in {time.monotonic() - t0:.1f} s\n")
+
+
+def tearDownModule() -> None:
+    if TMP:
+        run_script("stop.sh", "--run-dir", TMP, check=False)
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def client(service: str, url: str | None = None):
+    # One attempt only, so every injected error reaches the test untouched.
+    cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, proxies={}, inject_host_prefix=False)
+    return boto3.session.Session().client(service, region_name=REGION, endpoint_url=url or PROXY,
+                                          aws_access_key_id="test", aws_secret_access_key="test", config=cfg)
+
+
+def admin(cfg: dict, url: str | None = None) -> dict:
+    req = urllib.request.Request((url or PROXY) + "/_proxy/config", data=json.dumps(cfg).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with OPENER.open(req, timeout=10) as r:
+        return json.load(r)
+
+
+def calls(url: str | None = None) -> list[dict]:
+    with OPENER.open((url or PROXY) + "/_proxy/calls", timeout=10) as r:
+        return [json.loads(line) for line in r.read().decode().splitlines() if line.strip()]
+
+
+def clear_calls() -> None:
+    req = urllib.request.Request(PROXY + "/_proxy/calls/clear", data=b"", method="POST")
+    with OPENER.open(req, timeout=10) as r:
+        r.read()
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def error_of(ctx) -> tuple[str, int, str]:
+    e = ctx.exception
+    return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"].get("Message", "")
+
+
+_cidr = iter(range(1, 250))
+
+
+def make_vpc(ec2, tag: str) -> str:
+    vpc = ec2.create_vpc(CidrBlock=f"10.{next(_cidr)}.0.0/16", TagSpecifications=[
+        {"ResourceType": "vpc", "Tags": [{"Key": "secep-test", "Value": tag}]}])
+    return vpc["Vpc"]["VpcId"]
+
+
+def vpcs_tagged(ec2, tag: str) -> list:
+    return ec2.describe_vpcs(Filters=[{"Name": "tag:secep-test", "Values": [tag]}])["Vpcs"]
+
+
+def make_fargate_service(ecs, cluster: str, name: str, subnets: list[str], groups: list[str], token: str | None = None):
+    ecs.create_cluster(clusterName=cluster)
+    td = ecs.register_task_definition(
+        family=f"{cluster}-td", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "app", "image": "nginx", "essential": True,
+                               "portMappings": [{"containerPort": 8080}]}])["taskDefinition"]["taskDefinitionArn"]
+    kwargs = dict(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=1, launchType="FARGATE",
+                  networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": groups,
+                                                                "assignPublicIp": "DISABLED"}})
+    if token:
+        kwargs["clientToken"] = token
+    return ecs.create_service(**kwargs)["service"]
+
+
+class ProxyTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        admin({"reset": True})  # every test starts from the start-up config (all off)
+        self.ec2, self.ecs, self.sd = client("ec2"), client("ecs"), client("servicediscovery")
+
+
+# --------------------------------------------------------------------------- tests
+
+class TestPassthrough(ProxyTestCase):
+    def test_unrelated_call_passes_through(self):
+        ident = client("sts").get_caller_identity()
+        self.assertEqual(ident["Account"], "123456789012")
+        last = calls()[-1]
+        self.assertEqual((last["service"], last["operation"], last["status"]), ("other", "GetCallerIdentity", 200))
+        self.assertIsNone(last["injected"])
+
+    def test_moto_admin_api_passes_through(self):
+        with OPENER.open(PROXY + "/moto-api/", timeout=10) as r:
+            self.assertEqual(r.status, 200)
+
+    def test_chunked_body_and_keep_alive(self):
+        host, port = PROXY.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host.split("//")[1], int(port), timeout=10)
+        auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00"
+        body = b"Action=DescribeVpcs&Version=2016-11-15"
+        # 1: chunked request body
+        conn.putrequest("POST", "/")
+        for k, v in (("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Authorization", auth),
+                     ("Transfer-Encoding", "chunked")):
+            conn.putheader(k, v)
+        conn.endheaders()
+        for part in (body[:10], body[10:]):
+            conn.send(b"%x\r\n%s\r\n" % (len(part), part))
+        conn.send(b"0\r\n\r\n")
+        r1 = conn.getresponse()
+        data1 = r1.read()
+        self.assertEqual(r1.status, 200, data1)
+        self.assertIn(b"DescribeVpcsResponse", data1)
+        self.assertEqual(int(r1.getheader("Content-Length")), len(data1))
+        # 2: same connection again (HTTP/1.1 keep-alive), Content-Length body
+        conn.request("POST", "/", body=body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                      "Authorization": auth})
+        r2 = conn.getresponse()
+        self.assertEqual(r2.status, 200)
+        self.assertIn(b"DescribeVpcsResponse", r2.read())
+        conn.close()
+        ops = [c["operation"] for c in calls()[-2:]]
+        self.assertEqual(ops, ["DescribeVpcs", "DescribeVpcs"])
+
+
+class TestLatency(ProxyTestCase):
+    def test_fixed_latency(self):
+        admin({"latency_ms": 300})
+        t0 = time.monotonic()
+        self.ec2.describe_vpcs()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+        self.assertEqual(calls()[-1]["injected"], "latency")
+
+    def test_per_operation_latency(self):
+        admin({"latency_op": {"DescribeAvailabilityZones": 600}})
+        t0 = time.monotonic()
+        self.ec2.describe_availability_zones()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.6)
+        self.ec2.describe_vpcs()  # not delayed
+        self.assertIsNone(calls()[-1]["injected"])
+
+    def test_latency_does_not_serialize_concurrent_calls(self):
+        admin({"latency_ms": 800})
+        clear_calls()
+        clients = [client("ec2") for _ in range(4)]
+        threads = [threading.Thread(target=c.describe_availability_zones) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        entries = [c for c in calls() if c["operation"] == "DescribeAvailabilityZones"]
+        self.assertEqual(len(entries), 4)
+        # Each call's [start, end] interval; sleeping in the handler thread lets them overlap.
+        spans = sorted((c["ts"] - c["latency_ms"] / 1000.0, c["ts"]) for c in entries)
+        self.assertTrue(any(spans[i + 1][0] < spans[i][1] for i in range(3)), spans)
+
+
+class TestThrottling(ProxyTestCase):
+    def test_ec2_mutating_bucket(self):
+        tag = uid()
+        admin({"throttle": {"ec2-mutating": "0.001:2"}})
+        make_vpc(self.ec2, tag)
+        make_vpc(self.ec2, tag)
+        with self.assertRaises(ClientError) as ctx:
+            make_vpc(self.ec2, tag)
+        code, status, msg = error_of(ctx)
+        self.assertEqual((code, status, msg), ("RequestLimitExceeded", 503, "Request limit exceeded."))
+        self.assertTrue(ctx.exception.response["ResponseMetadata"]["RequestId"])
+        self.ec2.describe_vpcs()  # ec2-read has no bucket
+        self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 2)  # the throttled call was not forwarded
+        self.assertEqual([c["injected"] for c in calls() if c["operation"] == "CreateVpc"][-1], "throttle")
+
+    def test_ecs_read_bucket(self):
+        admin({"throttle": {"ecs-read": "0.001:1"}})
+        self.ecs.list_clusters()
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.list_clusters()
+        code, status, msg = error_of(ctx)
+        self.assertEqual((code, status, msg), ("ThrottlingException", 400, "Rate exceeded"))
+        self.assertTrue(ctx.exception.response["ResponseMetadata"]["HTTPHeaders"].get("x-amzn-requestid"))
+        self.ecs.create_cluster(clusterName=f"thr-{uid()}")  # ecs-mutating is unlimited
+
+    def test_cloud_map_read_bucket_refills(self):
+        admin({"throttle": {"sd-read": "20:1"}})
+        self.sd.list_namespaces()
+        with self.assertRaises(ClientError) as ctx:
+            self.sd.list_namespaces()
+        self.assertEqual(error_of(ctx)[:2], ("ThrottlingException", 400))
+        time.sleep(0.2)  # 20 tokens/s refill
+        self.sd.list_namespaces()
+
+    def test_cloud_map_discover_instances_uses_request_limit_exceeded(self):
+        admin({"throttle": {"sd-read": "0.001:1"}})
+        try:
+            self.sd.discover_instances(NamespaceName="nope.local", ServiceName="nope")
+        except ClientError as e:  # moto's own answer for an unknown namespace; a token was used
+            self.assertNotEqual(e.response["Error"]["Code"], "RequestLimitExceeded")
+        with self.assertRaises(ClientError) as ctx:
+            self.sd.discover_instances(NamespaceName="nope.local", ServiceName="nope")
+        self.assertEqual(error_of(ctx)[:2], ("RequestLimitExceeded", 400))
+
+
+class TestFaults(ProxyTestCase):
+    def _outcomes(self, n: int) -> list[str]:
+        out = []
+        for _ in range(n):
+            try:
+                self.ec2.describe_vpcs()
+                out.append("ok")
+            except ClientError as e:
+                out.append(e.response["Error"]["Code"])
+        return out
+
+    def test_fault_rate_is_seeded_and_deterministic(self):
+        admin({"fault_rate": 0.5, "fault_seed": 42})
+        first = self._outcomes(20)
+        admin({"fault_rate": 0.5, "fault_seed": 42})  # re-seeds
+        second = self._outcomes(20)
+        self.assertEqual(first, second)
+        rng = random.Random(42)  # the proxy's documented algorithm
+        expected = [rng.choice(("InternalError", "ServiceUnavailable")) if rng.random() < 0.5 else "ok" for _ in range(20)]
+        self.assertEqual(first, expected)
+        self.assertIn("ok", first)
+        self.assertTrue({"InternalError", "ServiceUnavailable"} & set(first))
+
+    def test_faulted_call_creates_nothing(self):
+        tag = uid()
+        admin({"fault_rate": 1.0, "fault_seed": 7})
+        with self.assertRaises(ClientError) as ctx:
+            make_vpc(self.ec2, tag)
+        code, status, _ = error_of(ctx)
+        self.assertIn((code, status), {("InternalError", 500), ("ServiceUnavailable", 503)})
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.create_cluster(clusterName=f"fault-{tag}")
+        self.assertIn(error_of(ctx)[:2], {("InternalError", 500), ("ServiceUnavailable", 503)})
+        admin({"reset": True})
+        self.assertEqual(vpcs_tagged(self.ec2, tag), [])
+        self.assertEqual(self.ecs.describe_clusters(clusters=[f"fault-{tag}"])["clusters"], [])
+        self.assertEqual([c["injected"] for c in calls() if c["operation"] in ("CreateVpc", "CreateCluster")][-2:],
+                         ["fault", "fault"])
+
+    def test_fail_nth_hits_exactly_the_nth_call(self):
+        vpc = make_vpc(self.ec2, uid())
+        admin({"fail_nth": ["CreateSubnet:2"]})
+        self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].replace("0.0/16", "1.0/24"))
+        base = self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].rsplit(".", 2)[0]
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"{base}.2.0/24")
+        self.assertEqual(error_of(ctx)[:2], ("InternalError", 500))
+        self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"{base}.3.0/24")
+        self.ec2.create_subnet(VpcId=vpc, CidrBlock=f"{base}.4.0/24")
+        cidrs = sorted(s["CidrBlock"] for s in self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"])
+        self.assertEqual(cidrs, [f"{base}.1.0/24", f"{base}.3.0/24", f"{base}.4.0/24"])
+        self.assertEqual([c["injected"] for c in calls() if c["operation"] == "CreateSubnet"][-4:],
+                         [None, "fail-nth", None, None])
+
+    def test_fail_nth_custom_code_and_status(self):
+        admin({"fail_nth": ["CreateCluster:1:ServiceUnavailable:503", "ListNamespaces:1:ServerException"]})
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.create_cluster(clusterName=f"nth-{uid()}")
+        self.assertEqual(error_of(ctx)[:2], ("ServiceUnavailable", 503))
+        with self.assertRaises(ClientError) as ctx:
+            self.sd.list_namespaces()
+        self.assertEqual(error_of(ctx)[:2], ("ServerException", 500))
+        self.sd.list_namespaces()
+
+    def test_changing_a_rule_resets_its_counter(self):
+        admin({"fail_nth": ["DescribeVpcs:2"]})
+        self.ec2.describe_vpcs()
+        admin({"fail_nth": ["DescribeVpcs:2"]})  # counter back to 0
+        self.ec2.describe_vpcs()
+        with self.assertRaises(ClientError):
+            self.ec2.describe_vpcs()
+
+    def test_fail_after_nth_creates_but_reports_failure(self):
+        tag = uid()
+        admin({"fail_after_nth": ["CreateVpc:1"]})
+        with self.assertRaises(ClientError) as ctx:
+            make_vpc(self.ec2, tag)
+        self.assertEqual(error_of(ctx)[:2], ("InternalError", 500))
+        self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 1)  # the response was "lost", the VPC exists
+        make_vpc(self.ec2, tag)  # the 2nd call is normal
+        self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 2)
+        self.assertIn("fail-after-nth", [c["injected"] for c in calls()])
+
+
+class TestStrictRules(ProxyTestCase):
+    def test_sg_referenced_by_another_group(self):
+        vpc = make_vpc(self.ec2, uid())
+        a = self.ec2.create_security_group(GroupName=f"a-{uid()}", Description="a", VpcId=vpc)["GroupId"]
+        b = self.ec2.create_security_group(GroupName=f"b-{uid()}", Description="b", VpcId=vpc)["GroupId"]
+        perm = [{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": a}]}]
+        self.ec2.authorize_security_group_ingress(GroupId=b, IpPermissions=perm)
+        admin({"strict": True})
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_security_group(GroupId=a)
+        code, status, msg = error_of(ctx)
+        self.assertEqual((code, status, msg), ("DependencyViolation", 400, f"resource {a} has a dependent object"))
+        self.assertEqual(calls()[-1]["injected"], "rule:sg-referenced")
+        self.assertEqual(len(self.ec2.describe_security_groups(GroupIds=[a])["SecurityGroups"]), 1)
+        self.ec2.revoke_security_group_ingress(GroupId=b, IpPermissions=perm)
+        self.ec2.delete_security_group(GroupId=a)
+        self.ec2.delete_security_group(GroupId=b)
+
+    def test_sg_referenced_by_egress_rule(self):
+        vpc = make_vpc(self.ec2, uid())
+        a = self.ec2.create_security_group(GroupName=f"a-{uid()}", Description="a", VpcId=vpc)["GroupId"]
+        b = self.ec2.create_security_group(GroupName=f"b-{uid()}", Description="b", VpcId=vpc)["GroupId"]
+        perm = [{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": a}]}]
+        self.ec2.authorize_security_group_egress(GroupId=b, IpPermissions=perm)
+        admin({"rules": {"sg-referenced": True}})
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_security_group(GroupId=a)
+        self.assertEqual(error_of(ctx)[0], "DependencyViolation")
+        self.ec2.revoke_security_group_egress(GroupId=b, IpPermissions=perm)
+        self.ec2.delete_security_group(GroupId=a)
+
+    def test_rule_switched_off_individually(self):
+        vpc = make_vpc(self.ec2, uid())
+        a = self.ec2.create_security_group(GroupName=f"a-{uid()}", Description="a", VpcId=vpc)["GroupId"]
+        b = self.ec2.create_security_group(GroupName=f"b-{uid()}", Description="b", VpcId=vpc)["GroupId"]
+        self.ec2.authorize_security_group_ingress(GroupId=b, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": a}]}])
+        snap = admin({"strict": True, "rules": {"sg-referenced": False}})
+        self.assertFalse(snap["rules"]["sg-referenced"])
+        self.assertTrue(snap["rules"]["eni-in-use"])
+        self.ec2.delete_security_group(GroupId=a)  # moto's lenient behaviour shows through
+
+    def test_eni_in_use_by_live_and_just_deleted_service(self):
+        t = uid()
+        vpc = make_vpc(self.ec2, t)
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].replace("0.0/16", "1.0/24"))["Subnet"]["SubnetId"]
+        sg = self.ec2.create_security_group(GroupName=f"svc-{t}", Description="svc", VpcId=vpc)["GroupId"]
+        cluster = f"eni-{t}"
+        make_fargate_service(self.ecs, cluster, "web", [subnet], [sg])
+        admin({"strict": True, "eni_linger_seconds": 3})
+        # The service is ACTIVE: its task ENIs hold the subnet and the group.
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_security_group(GroupId=sg)
+        self.assertEqual(error_of(ctx), ("DependencyViolation", 400, f"resource {sg} has a dependent object"))
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_subnet(SubnetId=subnet)
+        self.assertEqual(error_of(ctx), ("DependencyViolation", 400,
+                                         f"The subnet '{subnet}' has dependencies and cannot be deleted."))
+        self.ecs.update_service(cluster=cluster, service="web", desiredCount=0)
+        self.ecs.delete_service(cluster=cluster, service="web")
+        deleted_at = time.monotonic()
+        # Just deleted: the Fargate ENIs linger.
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_subnet(SubnetId=subnet)
+        self.assertEqual(error_of(ctx)[0], "DependencyViolation")
+        self.assertEqual(calls()[-1]["injected"], "rule:eni-in-use")
+        time.sleep(max(0.0, 3.2 - (time.monotonic() - deleted_at)))
+        self.ec2.delete_subnet(SubnetId=subnet)
+        self.ec2.delete_security_group(GroupId=sg)
+
+    def test_cluster_contains_services(self):
+        t = uid()
+        vpc = make_vpc(self.ec2, t)
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].replace("0.0/16", "1.0/24"))["Subnet"]["SubnetId"]
+        cluster = f"ccs-{t}"
+        make_fargate_service(self.ecs, cluster, "api", [subnet], [])
+        admin({"strict": True})
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.delete_cluster(cluster=cluster)
+        self.assertEqual(error_of(ctx), ("ClusterContainsServicesException", 400,
+                                         "The Cluster cannot be deleted while Services are active."))
+        self.assertEqual(self.ecs.describe_clusters(clusters=[cluster])["clusters"][0]["status"], "ACTIVE")
+        self.ecs.delete_service(cluster=cluster, service="api", force=True)
+        self.assertEqual(self.ecs.delete_cluster(cluster=cluster)["cluster"]["status"], "INACTIVE")
+
+    def test_create_service_idempotency(self):
+        t = uid()
+        vpc = make_vpc(self.ec2, t)
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].replace("0.0/16", "1.0/24"))["Subnet"]["SubnetId"]
+        cluster = f"idem-{t}"
+        admin({"strict": True})
+        first = make_fargate_service(self.ecs, cluster, "web", [subnet], [], token=f"tok-1-{t}")
+        # Same token: AWS answers with the existing service, nothing new is created.
+        again = make_fargate_service(self.ecs, cluster, "web", [subnet], [], token=f"tok-1-{t}")
+        self.assertEqual(again["serviceArn"], first["serviceArn"])
+        self.assertEqual(again["status"], "ACTIVE")
+        self.assertEqual(calls()[-1]["injected"], "rule:service-idempotency")
+        for token in (f"tok-2-{t}", None):
+            with self.assertRaises(ClientError) as ctx:
+                make_fargate_service(self.ecs, cluster, "web", [subnet], [], token=token)
+            self.assertEqual(error_of(ctx), ("InvalidParameterException", 400, "Creation of service was not idempotent."))
+        self.ecs.delete_service(cluster=cluster, service="web", force=True)
+        make_fargate_service(self.ecs, cluster, "web", [subnet], [], token=f"tok-2-{t}")  # INACTIVE: a new one is fine
+        self.ecs.delete_service(cluster=cluster, service="web", force=True)
+
+    def _namespace(self, t: str) -> tuple[str, str]:
+        vpc = make_vpc(self.ec2, t)  # moto: one private namespace per VPC
+        op = self.sd.create_private_dns_namespace(Name=f"ns-{t}.local", Vpc=vpc, CreatorRequestId=t)["OperationId"]
+        ns = self.sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+        return ns, vpc
+
+    def test_cloud_map_service_with_instances(self):
+        t = uid()
+        ns, _ = self._namespace(t)
+        srv = self.sd.create_service(Name=f"web-{t}", NamespaceId=ns, DnsConfig={
+            "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]["Id"]
+        self.sd.register_instance(ServiceId=srv, InstanceId="i-1", Attributes={"AWS_INSTANCE_IPV4": "10.0.0.1"})
+        admin({"strict": True})
+        with self.assertRaises(ClientError) as ctx:
+            self.sd.delete_service(Id=srv)
+        self.assertEqual(error_of(ctx)[:2], ("ResourceInUse", 400))
+        self.assertEqual(self.sd.get_service(Id=srv)["Service"]["Id"], srv)
+        self.sd.deregister_instance(ServiceId=srv, InstanceId="i-1")
+        self.sd.delete_service(Id=srv)
+        self.sd.delete_namespace(Id=ns)
+
+    def test_cloud_map_namespace_with_services(self):
+        t = uid()
+        # A bystander namespace with a service of its own must not block ours (moto ignores ListServices filters).
+        other_ns, _ = self._namespace(uid())
+        self.sd.create_service(Name=f"bystander-{t}", NamespaceId=other_ns, DnsConfig={
+            "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})
+        ns, _ = self._namespace(t)
+        srv = self.sd.create_service(Name=f"api-{t}", NamespaceId=ns, DnsConfig={
+            "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]["Id"]
+        admin({"strict": True})
+        with self.assertRaises(ClientError) as ctx:
+            self.sd.delete_namespace(Id=ns)
+        code, status, msg = error_of(ctx)
+        self.assertEqual((code, status), ("ResourceInUse", 400))
+        self.assertIn("associated services", msg)
+        self.assertEqual(self.sd.get_namespace(Id=ns)["Namespace"]["Id"], ns)
+        self.sd.delete_service(Id=srv)
+        op = self.sd.delete_namespace(Id=ns)["OperationId"]
+        self.assertEqual(self.sd.get_operation(OperationId=op)["Operation"]["Status"], "SUCCESS")
+
+    def test_operation_pending_then_success(self):
+        t = uid()
+        admin({"rules": {"operation-pending": True}, "namespace_pending_seconds": 2})
+        vpc = make_vpc(self.ec2, t)
+        t0 = time.monotonic()
+        op = self.sd.create_private_dns_namespace(Name=f"pend-{t}.local", Vpc=vpc)["OperationId"]
+        statuses = []
+        while True:
+            s = self.sd.get_operation(OperationId=op)["Operation"]["Status"]
+            statuses.append(s)
+            if s == "SUCCESS":
+                break
+            self.assertLess(time.monotonic() - t0, 30, statuses)
+            time.sleep(0.25)
+        self.assertEqual(statuses[0], "PENDING")
+        self.assertGreaterEqual(time.monotonic() - t0, 1.9)
+        self.assertIn("rule:operation-pending", [c["injected"] for c in calls()])
+
+
+class TestCallLog(ProxyTestCase):
+    def test_one_line_per_call_with_fields(self):
+        tag = uid()
+        admin({"fail_nth": ["DescribeSubnets:1"]})
+        clear_calls()
+        size_before = os.path.getsize(CALL_LOG)
+        self.ec2.describe_vpcs()
+        vpc = make_vpc(self.ec2, tag)
+        with self.assertRaises(ClientError):
+            self.ec2.describe_subnets()
+        self.ecs.list_clusters()
+        self.sd.list_namespaces()
+        client("sts").get_caller_identity()
+        got = calls()
+        self.assertEqual([(c["service"], c["operation"], c["mutating"]) for c in got], [
+            ("ec2", "DescribeVpcs", False), ("ec2", "CreateVpc", True), ("ec2", "DescribeSubnets", False),
+            ("ecs", "ListClusters", False), ("servicediscovery", "ListNamespaces", False),
+            ("other", "GetCallerIdentity", False)])
+        for c in got:
+            self.assertTrue({"ts", "service", "operation", "status", "latency_ms", "mutating", "injected", "params"} <= set(c))
+            self.assertIsInstance(c["ts"], float)
+            self.assertIsInstance(c["latency_ms"], float)
+        self.assertEqual(got[1]["params"].get("CidrBlock"), self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"])
+        self.assertEqual((got[2]["status"], got[2]["injected"], got[2]["error"]), (500, "fail-nth", "InternalError"))
+        # The same lines went to --call-log, and no credentials anywhere.
+        with open(CALL_LOG, encoding="utf-8") as f:
+            f.seek(size_before)
+            file_lines = [json.loads(line) for line in f if line.strip()]
+        self.assertEqual(file_lines[:6], got)
+        text = json.dumps(got)
+        self.assertNotIn("Authorization", text)
+        self.assertNotIn("Credential", text)
+
+    def test_ecs_and_cloud_map_mutating_classification_and_params(self):
+        clear_calls()
+        name = f"log-{uid()}"
+        self.ecs.create_cluster(clusterName=name)
+        self.ecs.describe_clusters(clusters=[name])
+        got = calls()
+        self.assertEqual([(c["operation"], c["mutating"]) for c in got], [("CreateCluster", True), ("DescribeClusters", False)])
+        self.assertEqual(got[0]["params"], {"clusterName": name})
+
+
+class TestAdmin(ProxyTestCase):
+    def test_bad_config_is_rejected(self):
+        for bad in ({"no_such_key": 1}, {"throttle": {"ec2-writes": "1:1"}}, {"fail_nth": ["CreateVpc"]},
+                    {"fault_rate": 2}, {"rules": {"nope": True}}, {"call_log": "/tmp/x"}):
+            req = urllib.request.Request(PROXY + "/_proxy/config", data=json.dumps(bad).encode(), method="POST")
+            with self.assertRaises(urllib.error.HTTPError) as ctx:
+                OPENER.open(req, timeout=10)
+            self.assertEqual(ctx.exception.code, 400, bad)
+
+    def test_get_config_and_health(self):
+        admin({"latency_op": {"CreateVpc": 5}, "throttle": {"sd-mutating": [1, 3]}})
+        with OPENER.open(PROXY + "/_proxy/config", timeout=10) as r:
+            snap = json.load(r)
+        self.assertEqual(snap["latency_op"], {"CreateVpc": 5.0})
+        self.assertEqual(snap["throttle"], {"sd-mutating": {"rate": 1.0, "burst": 3.0}})
+        self.assertEqual(snap["upstream"], MOTO)
+        with OPENER.open(PROXY + "/_proxy/health", timeout=10) as r:
+            self.assertTrue(json.load(r)["ok"])
+
+
+class TestProxyCommandLine(unittest.TestCase):
+    def test_config_file_and_flags(self):
+        cfg = os.path.join(TMP, "proxy.toml")
+        with open(cfg, "w") as f:
+            f.write('latency_ms = 1\nfault_seed = 3\nfail_nth = ["CreateVpc:9"]\n'
+                    'namespace_pending_seconds = 4\nstrict = true\n\n'
+                    '[throttle]\nec2-read = "100:50"\necs-mutating = { rate = 2, burst = 4 }\n\n'
+                    '[rules]\noperation-pending = false\n')
+        proc = subprocess.Popen(
+            [os.path.join(HERE, ".venv/bin/python"), os.path.join(HERE, "proxy.py"), "--upstream", MOTO,
+             "--port", "0", "--config", cfg, "--latency-op", "CreateVpc=7", "--throttle", "sd-read=1:2",
+             "--no-rule", "eni-in-use", "--watch-pid", str(os.getpid()), "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+        try:
+            url = proc.stdout.readline().strip()
+            self.assertRegex(url, r"^http://127\.0\.0\.1:\d+$")
+            with OPENER.open(url + "/_proxy/config", timeout=10) as r:
+                snap = json.load(r)
+            self.assertEqual(snap["latency_ms"], 1.0)
+            self.assertEqual(snap["latency_op"], {"CreateVpc": 7.0})
+            self.assertEqual(snap["throttle"], {"ec2-read": {"rate": 100.0, "burst": 50.0},
+                                                "ecs-mutating": {"rate": 2.0, "burst": 4.0},
+                                                "sd-read": {"rate": 1.0, "burst": 2.0}})
+            self.assertEqual(snap["fail_nth"], [{"op": "CreateVpc", "n": 9, "code": "InternalError", "status": 500}])
+            self.assertEqual(snap["namespace_pending_seconds"], 4.0)
+            self.assertFalse(snap["rules"]["operation-pending"])
+            self.assertFalse(snap["rules"]["eni-in-use"])
+            self.assertTrue(snap["rules"]["sg-referenced"])
+            self.assertEqual(client("ec2", url).describe_vpcs()["ResponseMetadata"]["HTTPStatusCode"], 200)
+            # {"reset": true} returns to this start-up config, not to all-off.
+            snap = admin({"reset": True}, url)
+            self.assertEqual(snap["latency_op"], {"CreateVpc": 7.0})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            proc.stdout.close()
+
+    def test_bad_flag_fails_fast(self):
+        r = subprocess.run([os.path.join(HERE, ".venv/bin/python"), os.path.join(HERE, "proxy.py"), "--upstream", MOTO,
+                            "--port", "0", "--throttle", "ec2-mutating=5"], capture_output=True, text=True, timeout=30, env=ENV)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stdout, "")
+        self.assertIn("RATE:BURST", r.stderr)
+
+
+class TestScripts(unittest.TestCase):
+    def test_start_reuses_running_server(self):
+        again = run_script("start.sh", "--run-dir", TMP, "--port", "0")
+        self.assertEqual(again.stdout, MOTO + "\n")
+        self.assertIn("reusing", again.stderr)
+        again = run_script("start-proxy.sh", "--run-dir", TMP, "--port", "0")
+        self.assertEqual(again.stdout, PROXY + "\n")
+
+    def test_port_taken_by_something_else(self):
+        other = tempfile.mkdtemp(dir=TMP)
+        port = MOTO.rsplit(":", 1)[1]
+        r = run_script("start.sh", "--run-dir", other, "--port", port, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.stdout, "")
+        self.assertIn("taken", r.stderr)
+
+    def test_external_endpoint_starts_nothing(self):
+        other = tempfile.mkdtemp(dir=TMP)
+        r = run_script("start.sh", "--run-dir", other, env=dict(ENV, AWS_ENDPOINT_URL=MOTO))
+        self.assertEqual(r.stdout, MOTO + "\n")
+        self.assertFalse(os.path.exists(os.path.join(other, "moto.pid")))
+        r = run_script("stop.sh", "--run-dir", other)
+        self.assertIn("nothing to stop", r.stderr)
+
+    def test_reset_refuses_a_non_moto_endpoint(self):
+        class NotMoto(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), NotMoto)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            r = run_script("reset.sh", f"http://127.0.0.1:{srv.server_address[1]}", check=False)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("not moto", r.stderr)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+
+if __name__ == "__main__":
+    unittest.main()
