@@ -40,6 +40,9 @@ struct GlobalArgs {
     /// Send all AWS calls to this endpoint, e.g. a local emulator (else AWS_ENDPOINT_URL)
     #[arg(long, global = true, value_name = "URL")]
     endpoint_url: Option<String>,
+    /// Attempts per AWS call, retries of throttling and 5xx errors included
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    max_attempts: Option<u32>,
     /// Print a machine-readable result on stdout
     #[arg(long, global = true)]
     json: bool,
@@ -58,6 +61,24 @@ enum Command {
         /// Longest wait for an asynchronous Cloud Map operation, in seconds
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         operation_timeout: u64,
+    },
+    /// Delete everything the stack created, in reverse dependency order; never touches what it does not own
+    Down {
+        /// Most AWS calls in flight at once
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallelism: u16,
+        /// Do not ask for confirmation (required when not on a terminal)
+        #[arg(short, long)]
+        yes: bool,
+        /// Also find and delete resources tagged for the stack that the state does not record (lost state, crash)
+        #[arg(long)]
+        adopt: bool,
+        /// Longest wait for an asynchronous Cloud Map operation, in seconds
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        operation_timeout: u64,
+        /// Longest wait for a resource AWS still holds (lingering Fargate ENIs, draining services), in seconds
+        #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+        dependency_timeout: u64,
     },
 }
 
@@ -80,7 +101,12 @@ async fn run(cli: Cli) -> u8 {
     let common = Common {
         config: g.config,
         state: g.state,
-        target: Target { profile: g.profile, region: g.region, endpoint_url: g.endpoint_url },
+        target: Target {
+            profile: g.profile,
+            region: g.region,
+            endpoint_url: g.endpoint_url,
+            max_attempts: g.max_attempts,
+        },
     };
     let mut console = Console::new(g.json);
     let stop = StopFlag::default();
@@ -92,6 +118,16 @@ async fn run(cli: Cli) -> u8 {
                 operation_timeout: Duration::from_secs(operation_timeout),
             };
             commands::up::run(&common, &args, &mut console, &stop).await
+        }
+        Command::Down { parallelism, yes, adopt, operation_timeout, dependency_timeout } => {
+            let args = commands::down::DownArgs {
+                parallelism: usize::from(parallelism),
+                yes,
+                adopt,
+                operation_timeout: Duration::from_secs(operation_timeout),
+                dependency_timeout: Duration::from_secs(dependency_timeout),
+            };
+            commands::down::run(&common, &args, &mut console, &stop).await
         }
     };
     match result {

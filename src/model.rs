@@ -185,3 +185,75 @@ pub fn idempotency_token(stack: &str, node_id: &str, digest: &str) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The dependencies of recorded nodes, derived from their ids alone, so teardown needs neither the config that
+/// created them nor a config that still matches. Only nodes in `ids` are linked.
+pub fn recorded_graph(ids: &[String]) -> Vec<(String, Vec<String>)> {
+    let has = |id: &str| ids.iter().any(|i| i == id);
+    ids.iter()
+        .map(|id| {
+            let mut deps: Vec<String> = Vec::new();
+            let (kind, name) = id.split_once('/').unwrap_or((id.as_str(), ""));
+            match kind {
+                "subnet" | "namespace" | "sg" => deps.push("vpc".into()),
+                "sd" => deps.push("namespace".into()),
+                "sg-rule" => {
+                    if let Some((caller, callee)) = name.split_once("->") {
+                        deps.push(format!("sg/{caller}"));
+                        deps.push(format!("sg/{callee}"));
+                    }
+                }
+                "svc" => {
+                    deps.extend([
+                        "cluster".to_string(),
+                        format!("td/{name}"),
+                        format!("sd/{name}"),
+                        format!("sg/{name}"),
+                    ]);
+                    deps.extend(ids.iter().filter(|i| i.starts_with("subnet/")).cloned());
+                    let inbound = format!("->{name}");
+                    deps.extend(ids.iter().filter(|i| i.starts_with("sg-rule/") && i.ends_with(&inbound)).cloned());
+                }
+                _ => {}
+            }
+            deps.retain(|d| has(d));
+            (id.clone(), deps)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn teardown_graph_from_ids_matches_the_desired_graph() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shop.toml")).unwrap();
+        let config = Config::parse(Path::new("shop.toml"), &text).unwrap();
+        let nodes = desired_nodes(&config, &["a".into(), "b".into(), "c".into()]);
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let derived: std::collections::BTreeMap<_, _> = recorded_graph(&ids).into_iter().collect();
+        for node in &nodes {
+            let mut want = node.deps.clone();
+            let mut got = derived[&node.id].clone();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "dependencies of {}", node.id);
+        }
+    }
+
+    #[test]
+    fn peer_env_names_are_shell_safe() {
+        assert_eq!(peer_env_name("api-gw"), "API_GW_URL");
+        assert_eq!(peer_env_name("service2"), "SERVICE2_URL");
+    }
+
+    #[test]
+    fn subnets_are_carved_inside_the_vpc_without_overlap() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shop.toml")).unwrap();
+        let config = Config::parse(Path::new("shop.toml"), &text).unwrap();
+        let cidrs: Vec<String> = (0..3).map(|i| subnet_cidr(&config, i)).collect();
+        assert_eq!(cidrs, ["10.20.0.0/19", "10.20.32.0/19", "10.20.64.0/19"]);
+    }
+}

@@ -22,6 +22,8 @@ pub struct Target {
     pub region: Option<String>,
     /// `--endpoint-url`; without it the SDK still honours AWS_ENDPOINT_URL and per-service variables.
     pub endpoint_url: Option<String>,
+    /// Attempts per call, the first included (retries of throttling, 5xx and timeouts); default [`MAX_ATTEMPTS`].
+    pub max_attempts: Option<u32>,
 }
 
 /// One client per service, sharing one configuration.
@@ -37,7 +39,7 @@ pub struct Clients {
 
 /// Throttling and 5xx are retried with jittered exponential backoff; a handful of attempts survives the bursts of
 /// a parallel apply (the SDK default of 3 is known to be too few: remind101/empire#751).
-const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 8;
 
 impl Clients {
     pub async fn connect(target: &Target) -> Result<Clients> {
@@ -47,7 +49,7 @@ impl Clients {
             .http_client(http)
             .retry_config(
                 RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_max_attempts(target.max_attempts.unwrap_or(MAX_ATTEMPTS))
                     .with_initial_backoff(Duration::from_millis(200))
                     .with_max_backoff(Duration::from_secs(10)),
             )

@@ -1,5 +1,6 @@
 //! The commands. Each one loads the config, connects, opens the state, walks the graph and reports.
 
+pub mod down;
 pub mod up;
 
 use std::path::PathBuf;

@@ -49,6 +49,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
         stack: config.stack.name.clone(),
         state: Arc::new(Mutex::new(state)),
         operation_timeout: args.operation_timeout,
+        dependency_timeout: args.operation_timeout,
     };
     let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
     console_shared.lock().unwrap().start_progress(nodes.len());

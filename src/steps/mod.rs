@@ -1,7 +1,8 @@
-//! One module per resource kind, each with the same small shape: `create` now; `read` and `delete` for the
-//! commands that inspect and tear down. Every AWS call of secep goes through here.
+//! One module per resource kind, each with the same small shape: `create`, `owner` (read the live resource and who
+//! owns it) and `delete`. Every AWS call of secep goes through here.
 
 pub mod cluster;
+pub mod discover;
 pub mod ingress_rule;
 pub mod namespace;
 pub mod sd_service;
@@ -33,6 +34,8 @@ pub struct Ctx {
     pub state: Arc<Mutex<StateFile>>,
     /// Upper bound for asynchronous Cloud Map operations.
     pub operation_timeout: Duration,
+    /// Upper bound for waiting out DependencyViolation / ResourceInUse while tearing down (lingering ENIs).
+    pub dependency_timeout: Duration,
 }
 
 impl Ctx {
@@ -155,4 +158,129 @@ fn sd_tags(ctx: &Ctx, node: &str, name: &str) -> Result<Vec<aws_sdk_servicedisco
         .into_iter()
         .map(|(k, v)| aws_sdk_servicediscovery::types::Tag::builder().key(k).value(v).build().context("Cloud Map tag"))
         .collect()
+}
+
+/// Who owns a recorded resource, read live before anything is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// It no longer exists.
+    Gone,
+    /// Tagged `secep:stack` = this stack.
+    Us,
+    /// Exists but is not tagged as this stack's: never deleted. Holds what its tag says, if anything.
+    Other(Option<String>),
+}
+
+/// What a delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Now,
+    AlreadyGone,
+}
+
+/// The kind of a node, from its id (`sg/api` → `sg`).
+pub fn kind_of(node: &str) -> &str {
+    node.split_once('/').map_or(node, |(kind, _)| kind)
+}
+
+/// Reads the live owner of a recorded node.
+pub async fn owner(ctx: &Ctx, node: &str, record: &Record) -> Result<Owner> {
+    match kind_of(node) {
+        "vpc" | "subnet" | "sg" => vpc::owner(ctx, node, &record.id).await,
+        "sg-rule" => ingress_rule::owner(ctx, node, &record.id).await,
+        "cluster" => cluster::owner(ctx, &record.id).await,
+        "namespace" => namespace::owner(ctx, record).await,
+        "sd" => sd_service::owner(ctx, record).await,
+        "td" => task_definition::owner(ctx, &record.id).await,
+        "svc" => service::owner(ctx, &record.id).await,
+        other => Err(anyhow!("the state records `{node}` of unknown kind `{other}`; was it written by a newer secep?")),
+    }
+}
+
+/// Deletes a recorded node's resource; a resource already gone counts as deleted.
+pub async fn delete(ctx: &Ctx, node: &str, record: &Record) -> Result<Deleted> {
+    match kind_of(node) {
+        "vpc" => vpc::delete(ctx, &record.id).await,
+        "subnet" => subnet::delete(ctx, &record.id).await,
+        "sg" => security_group::delete(ctx, &record.id).await,
+        "sg-rule" => ingress_rule::delete(ctx, &record.id).await,
+        "cluster" => cluster::delete(ctx, &record.id).await,
+        "namespace" => namespace::delete(ctx, &record.id).await,
+        "sd" => sd_service::delete(ctx, &record.id).await,
+        "td" => task_definition::delete(ctx, &record.id).await,
+        "svc" => service::delete(ctx, &record.id).await,
+        other => Err(anyhow!("the state records `{node}` of unknown kind `{other}`")),
+    }
+}
+
+/// The owner named by a `secep:stack` tag value.
+pub fn owner_from_tag(ctx: &Ctx, stack_tag: Option<&str>) -> Owner {
+    match stack_tag {
+        Some(s) if s == ctx.stack => Owner::Us,
+        other => Owner::Other(other.map(str::to_string)),
+    }
+}
+
+/// Runs `op` until it stops failing with one of `codes` (resources AWS is still releasing), backing off up to
+/// `ctx.dependency_timeout`; then fails with `blocked()` explaining what still holds on.
+pub async fn retry_while_blocked<T, F, Fut, B, BFut>(ctx: &Ctx, codes: &[&str], mut op: F, blocked: B) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+    B: FnOnce() -> BFut,
+    BFut: std::future::Future<Output = String>,
+{
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match op().await {
+            Err(e) if error_code(&e).is_some_and(|c| codes.contains(&c)) => {
+                if started.elapsed() + delay > ctx.dependency_timeout {
+                    let why = blocked().await;
+                    return Err(e.context(format!(
+                        "still blocked after {}s: {why}\n  hint: re-run `secep down` once it is released, or raise --dependency-timeout",
+                        ctx.dependency_timeout.as_secs()
+                    )));
+                }
+                tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "blocked; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Network interfaces still attached to a group or subnet: what blocks its deletion on AWS (lingering Fargate ENIs).
+pub async fn blocking_enis(ctx: &Ctx, filter: &str, id: &str) -> String {
+    let out = ctx
+        .clients
+        .ec2
+        .describe_network_interfaces()
+        .filters(aws_sdk_ec2::types::Filter::builder().name(filter).values(id).build())
+        .send()
+        .await;
+    match out {
+        Ok(out) if !out.network_interfaces().is_empty() => {
+            let enis: Vec<String> = out
+                .network_interfaces()
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} ({}: {})",
+                        n.network_interface_id().unwrap_or("?"),
+                        n.status().map(|s| s.as_str()).unwrap_or("?"),
+                        n.description().unwrap_or("")
+                    )
+                })
+                .collect();
+            format!("{id} is still used by network interface(s) {}", enis.join(", "))
+        }
+        Ok(_) => {
+            format!("{id} has a dependent object (no network interface is listed; often a Fargate ENI being released)")
+        }
+        Err(e) => {
+            format!("{id} has a dependent object (listing its network interfaces failed: {})", DisplayErrorContext(&e))
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType};
 
-use super::{Created, Ctx, api_error, sd_tags};
+use super::{Created, Ctx, Deleted, Owner, api_error, error_code, owner_from_tag, retry_while_blocked, sd_tags};
 use crate::model::idempotency_token;
 
 pub async fn create(ctx: &Ctx, node: &str, name: &str, digest: &str) -> Result<Created> {
@@ -72,5 +72,55 @@ pub async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str) -> Re
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Owner of a Cloud Map resource (namespace or service) from its tags.
+pub async fn owner_of_arn(ctx: &Ctx, arn: &str) -> Result<Owner> {
+    let out = ctx.clients.sd.list_tags_for_resource().resource_arn(arn).send().await;
+    match out.map_err(|e| api_error(format!("read tags of {arn}"), e)) {
+        Ok(o) => {
+            let tag = o.tags().iter().find(|t| t.key() == super::TAG_STACK).map(|t| t.value());
+            Ok(owner_from_tag(ctx, tag))
+        }
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(Owner::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn owner(ctx: &Ctx, record: &crate::state::Record) -> Result<Owner> {
+    let found = ctx.clients.sd.get_namespace().id(&record.id).send().await;
+    match found.map_err(|e| api_error(format!("read namespace {}", record.id), e)) {
+        Ok(o) => match o.namespace().and_then(|n| n.arn()) {
+            Some(arn) => owner_of_arn(ctx, arn).await,
+            None => Ok(Owner::Gone),
+        },
+        Err(e) if error_code(&e) == Some("NamespaceNotFound") => Ok(Owner::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// A namespace cannot be deleted while services remain in it (ResourceInUse): waited out, bounded. Deletion is
+/// asynchronous, so its operation is polled too.
+pub async fn delete(ctx: &Ctx, namespace_id: &str) -> Result<Deleted> {
+    let attempt = || async {
+        ctx.clients
+            .sd
+            .delete_namespace()
+            .id(namespace_id)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("delete namespace {namespace_id}"), e))
+    };
+    let blocked = || async { format!("namespace {namespace_id} still has services") };
+    match retry_while_blocked(ctx, &["ResourceInUse"], attempt, blocked).await {
+        Ok(out) => {
+            if let Some(op) = out.operation_id() {
+                wait_for_operation(ctx, op, &format!("delete namespace {namespace_id}")).await?;
+            }
+            Ok(Deleted::Now)
+        }
+        Err(e) if error_code(&e) == Some("NamespaceNotFound") => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use aws_sdk_servicediscovery::types::{DnsConfig, DnsRecord, HealthCheckCustomConfig, RecordType, RoutingPolicy};
 
-use super::{Created, Ctx, api_error, sd_tags};
+use super::{Created, Ctx, Deleted, Owner, api_error, error_code, retry_while_blocked, sd_tags};
 use crate::model::idempotency_token;
 
 pub async fn create(ctx: &Ctx, node: &str, name: &str, ttl: u32, digest: &str) -> Result<Created> {
@@ -33,4 +33,55 @@ pub async fn create(ctx: &Ctx, node: &str, name: &str, ttl: u32, digest: &str) -
         id: svc.and_then(|s| s.id()).unwrap_or_default().to_string(),
         arn: svc.and_then(|s| s.arn()).map(str::to_string),
     })
+}
+
+pub async fn owner(ctx: &Ctx, record: &crate::state::Record) -> Result<Owner> {
+    let found = ctx.clients.sd.get_service().id(&record.id).send().await;
+    match found.map_err(|e| api_error(format!("read Cloud Map service {}", record.id), e)) {
+        Ok(o) => match o.service().and_then(|s| s.arn()) {
+            Some(arn) => super::namespace::owner_of_arn(ctx, arn).await,
+            None => Ok(Owner::Gone),
+        },
+        Err(e) if error_code(&e) == Some("ServiceNotFound") => Ok(Owner::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Instances ECS registered may outlive the ECS service briefly; AWS then refuses the delete with ResourceInUse.
+/// secep deregisters what is left, then retries the delete with backoff, bounded.
+pub async fn delete(ctx: &Ctx, service_id: &str) -> Result<Deleted> {
+    let attempt = || async {
+        deregister_instances(ctx, service_id).await?;
+        ctx.clients
+            .sd
+            .delete_service()
+            .id(service_id)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("delete Cloud Map service {service_id}"), e))
+    };
+    let blocked = || async { format!("Cloud Map service {service_id} still has registered instances") };
+    match retry_while_blocked(ctx, &["ResourceInUse"], attempt, blocked).await {
+        Ok(_) => Ok(Deleted::Now),
+        Err(e) if error_code(&e) == Some("ServiceNotFound") => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
+    }
+}
+
+async fn deregister_instances(ctx: &Ctx, service_id: &str) -> Result<()> {
+    let listed = ctx.clients.sd.list_instances().service_id(service_id).send().await;
+    let instances = match listed.map_err(|e| api_error(format!("list instances of {service_id}"), e)) {
+        Ok(o) => o.instances().iter().filter_map(|i| i.id()).map(str::to_string).collect::<Vec<_>>(),
+        Err(e) if error_code(&e) == Some("ServiceNotFound") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for instance in instances {
+        let out = ctx.clients.sd.deregister_instance().service_id(service_id).instance_id(&instance).send().await;
+        match out.map_err(|e| api_error(format!("deregister instance {instance} of {service_id}"), e)) {
+            Ok(_) => {}
+            Err(e) if matches!(error_code(&e), Some("InstanceNotFound" | "ServiceNotFound")) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

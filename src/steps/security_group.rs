@@ -3,7 +3,7 @@
 use anyhow::Result;
 use aws_sdk_ec2::types::ResourceType;
 
-use super::{Created, Ctx, api_error, ec2_tags};
+use super::{Created, Ctx, Deleted, api_error, blocking_enis, ec2_tags, error_code, retry_while_blocked};
 
 pub async fn create(ctx: &Ctx, node: &str, group_name: &str, description: &str) -> Result<Created> {
     let vpc_id = ctx.id_of("vpc")?;
@@ -22,4 +22,24 @@ pub async fn create(ctx: &Ctx, node: &str, group_name: &str, description: &str) 
         id: out.group_id().unwrap_or_default().to_string(),
         arn: out.security_group_arn().map(str::to_string),
     })
+}
+
+/// Deleting a group fails with DependencyViolation while an ENI or another group's rule still uses it. secep revokes
+/// its own rules first (they are separate nodes, torn down before any group); lingering ENIs are waited out, bounded.
+pub async fn delete(ctx: &Ctx, group_id: &str) -> Result<Deleted> {
+    let attempt = || async {
+        ctx.clients
+            .ec2
+            .delete_security_group()
+            .group_id(group_id)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("delete security group {group_id}"), e))
+    };
+    let blocked = || blocking_enis(ctx, "group-id", group_id);
+    match retry_while_blocked(ctx, &["DependencyViolation"], attempt, blocked).await {
+        Ok(_) => Ok(Deleted::Now),
+        Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
+    }
 }

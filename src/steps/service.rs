@@ -1,11 +1,13 @@
 //! The Fargate service: private subnets, its own group, no public IP, registered in its Cloud Map service.
 
-use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, LaunchType, NetworkConfiguration, PropagateTags, ServiceRegistry,
 };
 
-use super::{Created, Ctx, api_error, ecs_tags};
+use super::{Created, Ctx, Deleted, Owner, api_error, ecs_tags, error_code, owner_from_tag};
 use crate::model::idempotency_token;
 
 pub async fn create(
@@ -44,4 +46,99 @@ pub async fn create(
         .map_err(|e| api_error(format!("create ECS service {name} in cluster {cluster}"), e))?;
     let arn = out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string();
     Ok(Created { id: arn.clone(), arn: Some(arn) })
+}
+
+pub fn stack_tag(tags: &[aws_sdk_ecs::types::Tag]) -> Option<&str> {
+    tags.iter().find(|t| t.key() == Some(super::TAG_STACK)).and_then(|t| t.value())
+}
+
+/// Splits a service ARN (`arn:…:service/<cluster>/<name>`) into cluster and name.
+fn cluster_and_name(arn: &str) -> Result<(&str, &str)> {
+    let tail =
+        arn.rsplit_once(":service/").map(|(_, t)| t).with_context(|| format!("`{arn}` is not an ECS service ARN"))?;
+    tail.split_once('/').with_context(|| format!("`{arn}` has no cluster part (an old-format ARN?)"))
+}
+
+/// Status of a service: None when ECS reports it MISSING or its cluster is gone.
+async fn describe(ctx: &Ctx, arn: &str) -> Result<Option<aws_sdk_ecs::types::Service>> {
+    let (cluster, _) = cluster_and_name(arn)?;
+    let out = ctx
+        .clients
+        .ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(arn)
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read ECS service {arn}"), e));
+    match out {
+        Ok(o) => Ok(o.services().first().cloned()),
+        Err(e) if error_code(&e) == Some("ClusterNotFoundException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn owner(ctx: &Ctx, arn: &str) -> Result<Owner> {
+    match describe(ctx, arn).await? {
+        Some(s) if s.status() != Some("INACTIVE") => Ok(owner_from_tag(ctx, stack_tag(s.tags()))),
+        _ => Ok(Owner::Gone),
+    }
+}
+
+/// Scale to 0, delete with force, then wait until ECS reports it INACTIVE *or* MISSING. Both mean gone; the SDK's
+/// `services_inactive` waiter treats MISSING as a failure (hashicorp/terraform#4326), so it is not used.
+pub async fn delete(ctx: &Ctx, arn: &str) -> Result<Deleted> {
+    let (cluster, name) = cluster_and_name(arn)?;
+    let gone = |e: &anyhow::Error| {
+        matches!(
+            error_code(e),
+            Some("ServiceNotFoundException" | "ClusterNotFoundException" | "ServiceNotActiveException")
+        )
+    };
+    match describe(ctx, arn).await? {
+        None => return Ok(Deleted::AlreadyGone),
+        Some(s) if s.status() == Some("INACTIVE") => return Ok(Deleted::AlreadyGone),
+        Some(s) if s.status() == Some("DRAINING") => {} // a previous run deleted it; only the wait is left
+        Some(_) => {
+            let scaled = ctx.clients.ecs.update_service().cluster(cluster).service(name).desired_count(0).send().await;
+            if let Err(e) = scaled.map_err(|e| api_error(format!("scale ECS service {name} to 0"), e))
+                && !gone(&e)
+            {
+                return Err(e);
+            }
+            let deleted = ctx.clients.ecs.delete_service().cluster(cluster).service(name).force(true).send().await;
+            if let Err(e) = deleted.map_err(|e| api_error(format!("delete ECS service {name}"), e)) {
+                if gone(&e) {
+                    return Ok(Deleted::AlreadyGone);
+                }
+                return Err(e);
+            }
+        }
+    }
+    wait_until_gone(ctx, arn, name).await?;
+    Ok(Deleted::Now)
+}
+
+async fn wait_until_gone(ctx: &Ctx, arn: &str, name: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match describe(ctx, arn).await? {
+            None => return Ok(()),
+            Some(s) if s.status() == Some("INACTIVE") => return Ok(()),
+            Some(s) => {
+                if started.elapsed() + delay > ctx.dependency_timeout {
+                    bail!(
+                        "ECS service {name} is still {} with {} running task(s) after {}s\n  hint: re-run `secep down` to keep waiting; it resumes where it stopped",
+                        s.status().unwrap_or("?"),
+                        s.running_count(),
+                        ctx.dependency_timeout.as_secs()
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }

@@ -5,7 +5,7 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, KeyValuePair, NetworkMode, PortMapping, TransportProtocol,
 };
 
-use super::{Created, Ctx, api_error, ecs_tags};
+use super::{Created, Ctx, Deleted, Owner, api_error, ecs_tags, error_code, owner_from_tag};
 use crate::model::TaskDefinitionSpec;
 
 pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Created> {
@@ -39,4 +39,37 @@ pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Cr
         .map_err(|e| api_error(format!("register task definition {}", td.family), e))?;
     let arn = out.task_definition().and_then(|t| t.task_definition_arn()).unwrap_or_default().to_string();
     Ok(Created { id: arn.clone(), arn: Some(arn) })
+}
+
+pub async fn owner(ctx: &Ctx, arn: &str) -> Result<Owner> {
+    let out = ctx
+        .clients
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read task definition {arn}"), e));
+    match out {
+        Ok(o) => match o.task_definition() {
+            Some(td) if td.status() == Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Active) => {
+                Ok(owner_from_tag(ctx, super::service::stack_tag(o.tags())))
+            }
+            _ => Ok(Owner::Gone),
+        },
+        // ECS answers a ClientException for an unknown revision.
+        Err(e) if error_code(&e) == Some("ClientException") => Ok(Owner::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deregisters the revision secep registered (ECS keeps INACTIVE revisions readable; that is how AWS works).
+pub async fn delete(ctx: &Ctx, arn: &str) -> Result<Deleted> {
+    let out = ctx.clients.ecs.deregister_task_definition().task_definition(arn).send().await;
+    match out.map_err(|e| api_error(format!("deregister task definition {arn}"), e)) {
+        Ok(_) => Ok(Deleted::Now),
+        Err(e) if error_code(&e) == Some("ClientException") => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
+    }
 }

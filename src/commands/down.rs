@@ -1,0 +1,205 @@
+//! `secep down`: delete everything the state records (and, with `--adopt`, everything tagged for the stack), in
+//! reverse dependency order, concurrently where independent. Never deletes a resource not tagged as this stack's.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::{Common, Opened, exit, open};
+use crate::graph::{Dag, Outcome, StopFlag, walk};
+use crate::model::recorded_graph;
+use crate::output::{Console, short_id};
+use crate::steps::{self, Ctx, Deleted, Owner, discover};
+
+#[derive(Debug, Clone)]
+pub struct DownArgs {
+    pub parallelism: usize,
+    pub yes: bool,
+    pub adopt: bool,
+    pub operation_timeout: Duration,
+    pub dependency_timeout: Duration,
+}
+
+/// What `down` did with one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Done {
+    Deleted,
+    AlreadyGone,
+    NotOwned(Option<String>),
+}
+
+pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
+    let started = Instant::now();
+    let Opened { config, clients, mut state } = open(common, console).await?;
+    let stack = config.stack.name.clone();
+    if args.adopt {
+        let found = discover::tagged(&clients, &stack).await?;
+        let mut adopted = 0;
+        for (node, record) in found {
+            if state.get(&node).is_none() {
+                console.step("adopted", &node, &short_id(&record.id), None);
+                state.record(&node, record)?;
+                adopted += 1;
+            }
+        }
+        console.status(
+            "Adopted",
+            format!("{adopted} resource(s) tagged secep:stack={stack} that the state did not record"),
+        );
+    }
+    if state.nodes().is_empty() {
+        let hint = if args.adopt {
+            String::new()
+        } else {
+            format!(
+                "; if its resources were created without a state file, `secep down --adopt` finds them by their secep:stack={stack} tag"
+            )
+        };
+        console.status("Nothing", format!("to delete: {} records no resources{hint}", state.path().display()));
+        state.remove_file()?;
+        console.json(&json!({ "command": "down", "stack": stack, "ok": true, "summary": { "deleted": 0, "already_gone": 0, "not_owned": 0, "failed": 0, "skipped": 0 }, "nodes": [] }));
+        return Ok(exit::OK);
+    }
+    confirm(&stack, &clients.region, state.nodes().len(), args.yes)?;
+    console.status("Destroying", format!("stack {stack} in {} ({} resources)", clients.region, state.nodes().len()));
+
+    let ids: Vec<String> = state.nodes().keys().cloned().collect();
+    let dag = Dag::new(recorded_graph(&ids))?.reversed();
+    let state_path = state.path().to_path_buf();
+    let ctx = Ctx {
+        clients,
+        stack: stack.clone(),
+        state: Arc::new(Mutex::new(state)),
+        operation_timeout: args.operation_timeout,
+        dependency_timeout: args.dependency_timeout,
+    };
+    let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
+    console_shared.lock().unwrap().start_progress(ids.len());
+    let ids = Arc::new(ids);
+    let outcomes = walk(&dag, args.parallelism, stop, |i| {
+        let (ctx, ids, console) = (ctx.clone(), ids.clone(), console_shared.clone());
+        async move { remove(&ctx, &ids[i], &console).await }
+    })
+    .await;
+    *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
+    console.finish_progress();
+
+    let mut rows = Vec::new();
+    let (mut deleted, mut gone, mut foreign, mut failed, mut skipped) = (0, 0, 0, 0, 0);
+    for (node, outcome) in ids.iter().zip(&outcomes) {
+        let (action, detail) = match outcome {
+            Outcome::Done(Done::Deleted) => (("deleted", &mut deleted), None),
+            Outcome::Done(Done::AlreadyGone) => (("already gone", &mut gone), None),
+            Outcome::Done(Done::NotOwned(tag)) => {
+                let who = tag.as_deref().map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
+                (("not owned", &mut foreign), Some(format!("left in place: it carries {who}")))
+            }
+            Outcome::Failed(e) => {
+                console.error(e);
+                (("failed", &mut failed), Some(format!("{e:#}")))
+            }
+            Outcome::Skipped { blocked_by } => {
+                (("skipped", &mut skipped), Some(format!("not attempted: {blocked_by} failed")))
+            }
+            Outcome::NotStarted => (("skipped", &mut skipped), Some("not attempted: interrupted".to_string())),
+        };
+        *action.1 += 1;
+        rows.push(json!({ "node": node, "action": action.0, "detail": detail }));
+    }
+
+    let mut state = ctx.state.lock().expect("state lock");
+    let everything_gone = state.nodes().is_empty();
+    if everything_gone {
+        state.remove_file()?;
+    }
+    let api = ctx.clients.calls.summary();
+    let secs = started.elapsed().as_secs_f64();
+    let summary = format!(
+        "{deleted} deleted, {gone} already gone, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({} API calls, {} mutating, {} retried)",
+        api.calls, api.mutating, api.retries
+    );
+    let ok = failed == 0 && skipped == 0 && foreign == 0;
+    if ok {
+        console.status("Destroyed", format!("stack {stack}: {summary}; state file removed"));
+    } else {
+        console.status("Incomplete", summary);
+        if !everything_gone {
+            console.status(
+                "",
+                format!("{} still records what is left; fix the cause and re-run `secep down`", state_path.display()),
+            );
+        }
+    }
+    console.json(&json!({
+        "command": "down",
+        "stack": stack,
+        "region": ctx.clients.region,
+        "ok": ok,
+        "state_file_removed": everything_gone,
+        "summary": { "deleted": deleted, "already_gone": gone, "not_owned": foreign, "failed": failed, "skipped": skipped },
+        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "nodes": rows,
+    }));
+    Ok(if stop.is_stopped() {
+        exit::INTERRUPTED
+    } else if ok {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
+}
+
+/// Checks ownership, deletes, and forgets the node in the state (written atomically) before returning.
+async fn remove(ctx: &Ctx, node: &str, console: &Mutex<Console>) -> Result<Done> {
+    let started = Instant::now();
+    let record = ctx.state.lock().expect("state lock").get(node).cloned();
+    let Some(record) = record else { return Ok(Done::AlreadyGone) };
+    console.lock().unwrap().progress_message(format!("deleting {node}"));
+    let done = match steps::owner(ctx, node, &record).await? {
+        Owner::Gone => Done::AlreadyGone,
+        Owner::Other(tag) => {
+            let who = tag.as_deref().map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
+            console.lock().unwrap().step(
+                "not owned",
+                node,
+                &format!("{} carries {who}; left in place", short_id(&record.id)),
+                None,
+            );
+            // secep does not track what it does not own; the run still fails so the user looks at it.
+            ctx.state.lock().expect("state lock").forget(node)?;
+            return Ok(Done::NotOwned(tag));
+        }
+        Owner::Us => match steps::delete(ctx, node, &record).await? {
+            Deleted::Now => Done::Deleted,
+            Deleted::AlreadyGone => Done::AlreadyGone,
+        },
+    };
+    ctx.state.lock().expect("state lock").forget(node)?;
+    let verb = if done == Done::Deleted { "deleted" } else { "gone" };
+    console.lock().unwrap().step(verb, node, &short_id(&record.id), Some(started.elapsed()));
+    Ok(done)
+}
+
+/// On a terminal, asks before deleting; elsewhere `--yes` is required, so a script never deletes by accident.
+fn confirm(stack: &str, region: &str, count: usize, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to delete {count} resources of stack {stack} without confirmation\n  hint: pass --yes when running non-interactively"
+        );
+    }
+    eprint!("Delete {count} resources of stack {stack} in {region}? Type the stack name to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != stack {
+        bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Finds a stack's resources by their `secep:stack` / `secep:node` tags, for when the state is lost or a crash came
+//! between a create call and the state write. Reads only.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use aws_sdk_ec2::types::Filter;
+use aws_sdk_servicediscovery::types::{ServiceFilter, ServiceFilterName};
+
+use super::{TAG_NODE, TAG_STACK, api_error};
+use crate::aws::Clients;
+use crate::state::Record;
+
+/// Digest recorded for adopted resources: their creating spec is unknown, so they never count as up to date.
+pub const ADOPTED: &str = "adopted";
+
+fn adopted(id: &str, arn: Option<&str>) -> Record {
+    Record { id: id.to_string(), arn: arn.map(str::to_string), digest: ADOPTED.to_string() }
+}
+
+/// Every live resource tagged for `stack`, keyed by node id.
+pub async fn tagged(clients: &Clients, stack: &str) -> Result<BTreeMap<String, Record>> {
+    let mut found = BTreeMap::new();
+    ec2(clients, stack, &mut found).await?;
+    ecs(clients, stack, &mut found).await?;
+    cloud_map(clients, stack, &mut found).await?;
+    Ok(found)
+}
+
+fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+async fn ec2(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
+    let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
+    let ec2 = &clients.ec2;
+    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.map_err(|e| api_error("find tagged VPCs", e))?;
+    for v in vpcs.vpcs() {
+        if let (Some(node), Some(id)) = (ec2_tag(v.tags(), TAG_NODE), v.vpc_id()) {
+            found.insert(node.to_string(), adopted(id, None));
+        }
+    }
+    let subnets =
+        ec2.describe_subnets().filters(ours()).send().await.map_err(|e| api_error("find tagged subnets", e))?;
+    for s in subnets.subnets() {
+        if let (Some(node), Some(id)) = (ec2_tag(s.tags(), TAG_NODE), s.subnet_id()) {
+            found.insert(node.to_string(), adopted(id, None));
+        }
+    }
+    let groups = ec2
+        .describe_security_groups()
+        .filters(ours())
+        .send()
+        .await
+        .map_err(|e| api_error("find tagged security groups", e))?;
+    // group id → service name, to name the rules between them.
+    let mut services = BTreeMap::new();
+    for g in groups.security_groups() {
+        if let (Some(node), Some(id)) = (ec2_tag(g.tags(), TAG_NODE), g.group_id()) {
+            found.insert(node.to_string(), adopted(id, None));
+            if let Some(service) = node.strip_prefix("sg/") {
+                services.insert(id.to_string(), service.to_string());
+            }
+        }
+    }
+    if services.is_empty() {
+        return Ok(());
+    }
+    let rules = ec2
+        .describe_security_group_rules()
+        .filters(Filter::builder().name("group-id").set_values(Some(services.keys().cloned().collect())).build())
+        .send()
+        .await
+        .map_err(|e| api_error("list the rules of the stack's groups", e))?;
+    for r in rules.security_group_rules() {
+        let callee = r.group_id().and_then(|g| services.get(g));
+        let caller = r.referenced_group_info().and_then(|g| g.group_id()).and_then(|g| services.get(g));
+        if let (Some(callee), Some(caller), Some(id), false) =
+            (callee, caller, r.security_group_rule_id(), r.is_egress().unwrap_or(false))
+        {
+            found.insert(crate::model::rule_id(caller, callee), adopted(id, None));
+        }
+    }
+    Ok(())
+}
+
+fn ecs_tag<'a>(tags: &'a [aws_sdk_ecs::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
+    let ecs = &clients.ecs;
+    // The cluster is named after the stack.
+    let clusters = ecs
+        .describe_clusters()
+        .clusters(stack)
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error("find the stack's ECS cluster", e))?;
+    for c in clusters.clusters() {
+        if c.status() == Some("ACTIVE") && ecs_tag(c.tags(), TAG_STACK) == Some(stack) {
+            found.insert("cluster".into(), adopted(c.cluster_name().unwrap_or(stack), c.cluster_arn()));
+            let mut arns = Vec::new();
+            let mut pages = ecs.list_services().cluster(stack).into_paginator().send();
+            while let Some(page) = pages.next().await {
+                arns.extend(page.map_err(|e| api_error("list the cluster's services", e))?.service_arns().to_vec());
+            }
+            for batch in arns.chunks(10) {
+                let out = ecs
+                    .describe_services()
+                    .cluster(stack)
+                    .set_services(Some(batch.to_vec()))
+                    .include(aws_sdk_ecs::types::ServiceField::Tags)
+                    .send()
+                    .await
+                    .map_err(|e| api_error("describe the cluster's services", e))?;
+                for s in out.services() {
+                    if let (Some(node), Some(arn), Some(stack_tag)) =
+                        (ecs_tag(s.tags(), TAG_NODE), s.service_arn(), ecs_tag(s.tags(), TAG_STACK))
+                        && stack_tag == stack
+                        && s.status() != Some("INACTIVE")
+                    {
+                        found.insert(node.to_string(), adopted(arn, Some(arn)));
+                    }
+                }
+            }
+        }
+    }
+    // Task definition families are `<stack>-<service>`. ListTaskDefinitions takes a full family name, so the
+    // families are listed first (a prefix match, which may include another stack's: the tags decide below).
+    let mut families = Vec::new();
+    let mut pages = ecs
+        .list_task_definition_families()
+        .family_prefix(format!("{stack}-"))
+        .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        families
+            .extend(page.map_err(|e| api_error("list the stack's task definition families", e))?.families().to_vec());
+    }
+    let mut tds = Vec::new();
+    for family in families {
+        let mut pages = ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            tds.extend(
+                page.map_err(|e| api_error(format!("list revisions of {family}"), e))?.task_definition_arns().to_vec(),
+            );
+        }
+    }
+    for arn in tds {
+        let out = ecs
+            .describe_task_definition()
+            .task_definition(&arn)
+            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("describe task definition {arn}"), e))?;
+        if ecs_tag(out.tags(), TAG_STACK) == Some(stack)
+            && let Some(node) = ecs_tag(out.tags(), TAG_NODE)
+        {
+            // Several revisions may carry the same node (a crash between registers): keep them all.
+            let key = if found.contains_key(node) {
+                format!("{node}#{}", arn.rsplit(':').next().unwrap_or(""))
+            } else {
+                node.to_string()
+            };
+            found.insert(key, adopted(&arn, Some(&arn)));
+        }
+    }
+    Ok(())
+}
+
+async fn cloud_map(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
+    let sd = &clients.sd;
+    let tags_of = |arn: String| async move {
+        sd.list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map(|o| o.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect::<BTreeMap<_, _>>())
+            .map_err(|e| api_error(format!("read tags of {arn}"), e))
+    };
+    let mut pages = sd.list_namespaces().into_paginator().send();
+    let mut namespaces = Vec::new();
+    while let Some(page) = pages.next().await {
+        namespaces.extend(page.map_err(|e| api_error("list Cloud Map namespaces", e))?.namespaces().to_vec());
+    }
+    for ns in namespaces {
+        let (Some(id), Some(arn)) = (ns.id(), ns.arn()) else { continue };
+        let tags = tags_of(arn.to_string()).await?;
+        if tags.get(TAG_STACK).map(String::as_str) != Some(stack) {
+            continue;
+        }
+        found.insert(tags.get(TAG_NODE).cloned().unwrap_or_else(|| "namespace".into()), adopted(id, Some(arn)));
+        let filter = ServiceFilter::builder().name(ServiceFilterName::NamespaceId).values(id).build()?;
+        let services = sd
+            .list_services()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("list services of {id}"), e))?;
+        for s in services.services() {
+            let (Some(sid), Some(sarn)) = (s.id(), s.arn()) else { continue };
+            let tags = tags_of(sarn.to_string()).await?;
+            if let (Some(node), Some(owner)) = (tags.get(TAG_NODE), tags.get(TAG_STACK))
+                && owner == stack
+            {
+                found.insert(node.clone(), adopted(sid, Some(sarn)));
+            }
+        }
+    }
+    Ok(())
+}
