@@ -1,1 +1,234 @@
-//! A tiny harness: an emulator per test process, a scratch folder per test, and `secep` run as a user runs it.
+//! A tiny harness: one emulator per test process, a scratch folder per test, `secep` run as a user runs it, and
+//! SDK clients for checking the live result independently of secep's own state file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const REGION: &str = "us-east-1";
+
+/// The repository root (where `localstack/` and `config/` live).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The emulator every test in this process shares: `AWS_ENDPOINT_URL` if set (a licensed LocalStack, a moto the
+/// caller runs), else a moto that `localstack/start.sh` starts on a free port and stops when this process exits.
+pub fn emulator() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
+            return url.trim_end_matches('/').to_string();
+        }
+        let run_dir = std::env::temp_dir().join(format!("secep-it-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(repo().join("localstack/start.sh"))
+            .args(["--port", "0", "--run-dir"])
+            .arg(&run_dir)
+            .args(["--watch-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run localstack/start.sh");
+        assert!(out.status.success(), "localstack/start.sh failed; see its stderr above");
+        String::from_utf8(out.stdout).unwrap().lines().last().expect("start.sh prints the URL").trim().to_string()
+    })
+}
+
+/// A unique, valid stack name per test (tests share one emulator and run in parallel).
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A scratch project folder with a config, in which `secep` runs.
+pub struct Project {
+    dir: tempfile::TempDir,
+    pub stack: String,
+    pub namespace: String,
+}
+
+/// What one `secep` run did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert_eq!(self.code, 0, "secep failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Project {
+    /// A project from one of the shipped configs, renamed so that tests never collide.
+    pub fn from_shipped(file: &str, prefix: &str) -> Project {
+        let text = std::fs::read_to_string(repo().join("config").join(file)).unwrap();
+        let original = toml::from_str::<toml::Table>(&text).unwrap();
+        let stack = unique(prefix);
+        let namespace = format!("{stack}.local");
+        let text = text
+            .replace(
+                &format!("name = \"{}\"", original["stack"]["name"].as_str().unwrap()),
+                &format!("name = \"{stack}\""),
+            )
+            .replace(
+                &format!("name = \"{}\"", original["namespace"]["name"].as_str().unwrap()),
+                &format!("name = \"{namespace}\""),
+            );
+        let p = Project { dir: tempfile::tempdir().unwrap(), stack, namespace };
+        p.write_config(&text);
+        p
+    }
+
+    /// A project with the given config text; `{stack}` and `{namespace}` are filled in.
+    pub fn with_config(prefix: &str, template: &str) -> Project {
+        let stack = unique(prefix);
+        let namespace = format!("{stack}.local");
+        let p = Project { dir: tempfile::tempdir().unwrap(), stack, namespace };
+        p.write_config(&template.replace("{stack}", &p.stack).replace("{namespace}", &p.namespace));
+        p
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("secep.toml")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join(".secep").join(format!("{}.state.json", self.stack))
+    }
+
+    /// Runs secep against the shared emulator.
+    pub fn secep(&self, args: &[&str]) -> Run {
+        self.secep_at(emulator(), args)
+    }
+
+    /// Runs secep in the project folder with test credentials and only the given endpoint.
+    pub fn secep_at(&self, endpoint: &str, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_secep"))
+            .args(args)
+            .args(["--endpoint-url", endpoint])
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", REGION)
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run secep");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// SDK clients for independent describe calls against the emulator.
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub sd: aws_sdk_servicediscovery::Client,
+}
+
+pub async fn aws() -> Aws {
+    aws_at(emulator()).await
+}
+
+pub async fn aws_at(endpoint: &str) -> Aws {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .test_credentials()
+        .load()
+        .await;
+    Aws {
+        ec2: aws_sdk_ec2::Client::new(&conf),
+        ecs: aws_sdk_ecs::Client::new(&conf),
+        sd: aws_sdk_servicediscovery::Client::new(&conf),
+    }
+}
+
+pub fn ec2_filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder().name(name).values(value).build()
+}
+
+/// A fidelity proxy (localstack/proxy.py) in front of the shared emulator, owned by one test and stopped on drop.
+pub struct Proxy {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Proxy {
+    /// Starts a proxy with the given extra flags (e.g. `--strict`).
+    pub fn start(flags: &[&str]) -> Proxy {
+        use std::io::BufRead;
+        let python = repo().join("localstack/.venv/bin/python");
+        let mut child = Command::new(python)
+            .arg(repo().join("localstack/proxy.py"))
+            .args(["--upstream", emulator(), "--port", "0", "-q", "--watch-pid", &std::process::id().to_string()])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start localstack/proxy.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("http://127.0.0.1:"), "proxy did not print its URL: {line:?}");
+        Proxy { child, url: line.trim().to_string() }
+    }
+
+    /// The call log: one JSON object per call.
+    pub fn calls(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http(&self.url, "GET", "/_proxy/calls", "");
+        assert_eq!(status, 200);
+        body.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 exchange with a loopback server: (status, body).
+fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

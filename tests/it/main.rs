@@ -1,3 +1,7 @@
 //! The single integration-test binary: each module is one feature, driven like a user would drive it.
 
+mod config_errors;
+mod down;
 mod harness;
+mod proxy;
+mod up;
