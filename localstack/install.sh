@@ -40,8 +40,11 @@ if [[ ! -x "${PY}" ]]; then
 fi
 
 log "installing moto[server]==${MOTO_VERSION} (about 30 s on an idle machine)"
+# constraints.txt pins every transitive dependency too (flask, werkzeug, boto3...), so the emulator is the same
+# on every machine and a new upstream release cannot change test results overnight.
 "${PY}" -m pip install --disable-pip-version-check --no-input --quiet \
-  "moto[server]==${MOTO_VERSION}" >&2 || die "pip install moto[server]==${MOTO_VERSION} failed"
+  -c "${HERE}/constraints.txt" "moto[server]==${MOTO_VERSION}" >&2 \
+  || die "pip install moto[server]==${MOTO_VERSION} failed"
 
 "${PY}" -c 'import moto, boto3' >/dev/null 2>&1 || die "moto/boto3 not importable after install"
 log "done: moto ${MOTO_VERSION} in ${VENV}"
