@@ -7,5 +7,6 @@ pub mod config;
 pub mod graph;
 pub mod model;
 pub mod output;
+pub mod plan;
 pub mod state;
 pub mod steps;

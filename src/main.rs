@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         operation_timeout: u64,
     },
+    /// Show every resource as desired (config), recorded (state) and live (AWS), service health, and who can reach
+    /// whom according to the live security group rules; exit 2 when anything differs
+    Status,
+    /// Show what `up` would do, without changing anything; exit 2 when there is something to do
+    Plan,
     /// Delete everything the stack created, in reverse dependency order; never touches what it does not own
     Down {
         /// Most AWS calls in flight at once
@@ -119,6 +124,8 @@ async fn run(cli: Cli) -> u8 {
             };
             commands::up::run(&common, &args, &mut console, &stop).await
         }
+        Command::Status => commands::inspect::status(&common, &console).await,
+        Command::Plan => commands::inspect::plan(&common, &console).await,
         Command::Down { parallelism, yes, adopt, operation_timeout, dependency_timeout } => {
             let args = commands::down::DownArgs {
                 parallelism: usize::from(parallelism),

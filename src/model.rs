@@ -193,7 +193,9 @@ pub fn recorded_graph(ids: &[String]) -> Vec<(String, Vec<String>)> {
     ids.iter()
         .map(|id| {
             let mut deps: Vec<String> = Vec::new();
-            let (kind, name) = id.split_once('/').unwrap_or((id.as_str(), ""));
+            // A twin found by tag (`sg/api#sg-123`) sits where its node would.
+            let base = id.split('#').next().unwrap_or(id);
+            let (kind, name) = base.split_once('/').unwrap_or((base, ""));
             match kind {
                 "subnet" | "namespace" | "sg" => deps.push("vpc".into()),
                 "sd" => deps.push("namespace".into()),

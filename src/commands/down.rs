@@ -110,6 +110,23 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         rows.push(json!({ "node": node, "action": action.0, "detail": detail }));
     }
 
+    // Anything still tagged for the stack that the state did not know (a twin from a create whose response was lost,
+    // a crash before the state write) is not deleted without --adopt, but it is never silently left behind.
+    let mut leftovers = Vec::new();
+    if !args.adopt && !stop.is_stopped() {
+        // What failed to delete is still recorded and already reported; everything else found is a leftover.
+        for (node, record) in discover::tagged(&ctx.clients, &stack).await? {
+            if ctx.state.lock().expect("state lock").get(&node).is_none() {
+                leftovers.push(format!("{node} ({})", short_id(&record.id)));
+            }
+        }
+        if !leftovers.is_empty() {
+            console.warn(format!(
+                "still tagged secep:stack={stack} but not in the state, left in place: {}\n  hint: `secep down --adopt` deletes them too",
+                leftovers.join(", ")
+            ));
+        }
+    }
     let mut state = ctx.state.lock().expect("state lock");
     let everything_gone = state.nodes().is_empty();
     if everything_gone {
@@ -121,7 +138,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         "{deleted} deleted, {gone} already gone, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({} API calls, {} mutating, {} retried)",
         api.calls, api.mutating, api.retries
     );
-    let ok = failed == 0 && skipped == 0 && foreign == 0;
+    let ok = failed == 0 && skipped == 0 && foreign == 0 && leftovers.is_empty();
     if ok {
         console.status("Destroyed", format!("stack {stack}: {summary}; state file removed"));
     } else {
@@ -139,6 +156,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         "region": ctx.clients.region,
         "ok": ok,
         "state_file_removed": everything_gone,
+        "tagged_leftovers": leftovers,
         "summary": { "deleted": deleted, "already_gone": gone, "not_owned": foreign, "failed": failed, "skipped": skipped },
         "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
         "seconds": (secs * 1000.0).round() / 1000.0,

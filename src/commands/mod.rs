@@ -1,6 +1,7 @@
 //! The commands. Each one loads the config, connects, opens the state, walks the graph and reports.
 
 pub mod down;
+pub mod inspect;
 pub mod up;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct Common {
 pub mod exit {
     pub const OK: u8 = 0;
     pub const ERROR: u8 = 1;
+    /// `status` / `plan`: the live stack differs from the config (like `terraform plan -detailed-exitcode`).
+    pub const DIFFERENCES: u8 = 2;
     pub const INTERRUPTED: u8 = 130;
 }
 

@@ -11,9 +11,11 @@ use super::{Common, Opened, exit, open};
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::graph::{Dag, Outcome, StopFlag, walk};
-use crate::model::{Node, desired_nodes};
+use crate::model::{Node, Spec, desired_nodes};
 use crate::output::{Console, short_id};
+use crate::plan::{Action, Verdict, audit, diff};
 use crate::state::StateFile;
+use crate::steps::live;
 use crate::steps::{self, Ctx};
 
 #[derive(Debug, Clone)]
@@ -24,8 +26,10 @@ pub struct UpArgs {
 
 /// What `up` did with one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+enum Done {
     Created,
+    Recreated,
+    Updated,
     Unchanged,
 }
 
@@ -42,6 +46,14 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     warn_about_unknown_nodes(&nodes, &state, console);
     check_unchanged(&nodes, &state)?;
     let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
+    // Look at what really exists first (one batched read round): resources deleted or changed behind secep's back
+    // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
+    let live = live::read(&clients, &config.stack.name, &state).await?;
+    let statuses = diff(&nodes, &state, &live);
+    refuse_unrecorded_twins(&statuses)?;
+    let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
+    let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
+    let actions = propagate(&nodes, &dag, &statuses);
 
     let state_path = state.path().to_path_buf();
     let ctx = Ctx {
@@ -53,38 +65,108 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     };
     let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
     console_shared.lock().unwrap().start_progress(nodes.len());
+    let revoked = revoke_undeclared(&ctx, &undeclared, &console_shared).await?;
     let nodes = Arc::new(nodes);
+    let actions = Arc::new(actions);
     let outcomes = walk(&dag, args.parallelism, stop, |i| {
-        let (ctx, nodes, console) = (ctx.clone(), nodes.clone(), console_shared.clone());
-        async move { apply(&ctx, &nodes[i], &console).await }
+        let (ctx, nodes, actions, console) = (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone());
+        async move { apply(&ctx, &nodes[i], actions[i], &console).await }
     })
     .await;
     *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
     console.finish_progress();
 
-    report(&config, &ctx, &nodes, &outcomes, &state_path, started.elapsed(), console, stop)
+    report(&config, &ctx, &nodes, &outcomes, revoked, &state_path, started.elapsed(), console, stop)
 }
 
-/// Creates one node unless the state already records it from the same spec.
-async fn apply(ctx: &Ctx, node: &Node, console: &Mutex<Console>) -> Result<(Action, String, Duration)> {
+/// Creates, recreates or repairs one node, or leaves it alone, as the diff decided.
+async fn apply(ctx: &Ctx, node: &Node, action: Action, console: &Mutex<Console>) -> Result<(Done, String, Duration)> {
     let started = Instant::now();
     let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
-    if let Some(record) = recorded {
-        console.lock().unwrap().skip_step();
-        return Ok((Action::Unchanged, record.id, Duration::ZERO));
+    match (action, recorded) {
+        (Action::NoOp | Action::Unsupported, Some(record)) => {
+            console.lock().unwrap().skip_step();
+            Ok((Done::Unchanged, record.id, Duration::ZERO))
+        }
+        (Action::Update, Some(record)) => {
+            console.lock().unwrap().progress_message(format!("updating {}", node.id));
+            if let Spec::Service { service, desired_count } = &node.spec {
+                steps::service::update(ctx, &node.deps, service, *desired_count).await?;
+            }
+            let elapsed = started.elapsed();
+            console.lock().unwrap().step("updated", &node.id, &short_id(&record.id), Some(elapsed));
+            Ok((Done::Updated, record.id, elapsed))
+        }
+        (_, stale) => {
+            console.lock().unwrap().progress_message(format!("creating {}", node.id));
+            let record = steps::create(ctx, node, stale.as_ref().map(|r| r.id.as_str())).await?;
+            let id = record.id.clone();
+            // Recorded before anything that depends on it starts: a crash after this line loses nothing.
+            ctx.state.lock().expect("state lock").record(&node.id, record).map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "created {} = {id} but could not record it; once the state can be written, `secep down --adopt` finds it by its tags",
+                    node.id
+                ))
+            })?;
+            let elapsed = started.elapsed();
+            let (verb, done) =
+                if stale.is_some() { ("recreated", Done::Recreated) } else { ("created", Done::Created) };
+            console.lock().unwrap().step(verb, &node.id, &short_id(&id), Some(elapsed));
+            Ok((done, id, elapsed))
+        }
     }
-    console.lock().unwrap().progress_message(format!("creating {}", node.id));
-    let record = steps::create(ctx, node).await?;
-    let id = record.id.clone();
-    // Recorded before anything that depends on it starts: a crash after this line loses nothing.
-    ctx.state.lock().expect("state lock").record(&node.id, record)?;
-    let elapsed = started.elapsed();
-    console.lock().unwrap().step("created", &node.id, &short_id(&id), Some(elapsed));
-    Ok((Action::Created, id, elapsed))
+}
+
+/// The diff's actions, plus: a service whose dependency is recreated gets the new id by an update.
+fn propagate(nodes: &[Node], dag: &Dag, statuses: &[crate::plan::NodeStatus]) -> Vec<Action> {
+    let mut actions: Vec<Action> =
+        nodes.iter().map(|n| statuses.iter().find(|s| s.node == n.id).map_or(Action::Create, |s| s.action)).collect();
+    for i in 0..nodes.len() {
+        if actions[i] == Action::Recreate {
+            for &d in dag.dependants(i) {
+                if matches!(nodes[d].spec, Spec::Service { .. }) && actions[d] == Action::NoOp {
+                    actions[d] = Action::Update;
+                }
+            }
+        }
+    }
+    actions
+}
+
+/// A live resource tagged as one of our nodes but unknown to the state (a crash before the state write): creating
+/// it again would make a twin, so stop and say how to recover.
+fn refuse_unrecorded_twins(statuses: &[crate::plan::NodeStatus]) -> Result<()> {
+    let twins: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.desired && s.verdict == Verdict::Extra)
+        .map(|s| format!("{} ({})", s.node, s.live.as_deref().map(short_id).unwrap_or_default()))
+        .collect();
+    if !twins.is_empty() {
+        bail!(
+            "these resources exist and are tagged for this stack, but the state does not record them: {}\n  hint: an earlier run stopped between creating and recording them; `secep down --adopt` removes them, then run `secep up` again",
+            twins.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Revokes live ingress rules on the stack's groups that no `calls` entry declares.
+async fn revoke_undeclared(
+    ctx: &Ctx,
+    rules: &[crate::steps::live::LiveRule],
+    console: &Mutex<Console>,
+) -> Result<usize> {
+    for rule in rules {
+        let started = Instant::now();
+        steps::ingress_rule::revoke(ctx, &rule.group_id, &rule.rule_id).await?;
+        let what = format!("{} (undeclared, on {})", rule.rule_id, rule.group_id);
+        console.lock().unwrap().step("revoked", "sg-rule", &what, Some(started.elapsed()));
+    }
+    Ok(rules.len())
 }
 
 /// The AZs of the private subnets: from the config, else those already recorded, else the region's first ones.
-async fn resolve_azs(config: &Config, state: &StateFile, clients: &Clients) -> Result<Vec<String>> {
+pub(crate) async fn resolve_azs(config: &Config, state: &StateFile, clients: &Clients) -> Result<Vec<String>> {
     if let Some(azs) = &config.network.azs {
         return Ok(azs.clone());
     }
@@ -149,21 +231,30 @@ fn report(
     config: &Config,
     ctx: &Ctx,
     nodes: &[Node],
-    outcomes: &[Outcome<(Action, String, Duration)>],
+    outcomes: &[Outcome<(Done, String, Duration)>],
+    revoked: usize,
     state_path: &std::path::Path,
     elapsed: Duration,
     console: &Console,
     stop: &StopFlag,
 ) -> Result<u8> {
     let mut rows = Vec::new();
-    let (mut created, mut unchanged, mut failed, mut skipped) = (0, 0, 0, 0);
+    let (mut created, mut updated, mut unchanged, mut failed, mut skipped) = (0, 0, 0, 0, 0);
     for (node, outcome) in nodes.iter().zip(outcomes) {
         let (action, id, error) = match outcome {
-            Outcome::Done((Action::Created, id, _)) => {
+            Outcome::Done((Done::Created, id, _)) => {
                 created += 1;
                 ("created", Some(id.clone()), None)
             }
-            Outcome::Done((Action::Unchanged, id, _)) => {
+            Outcome::Done((Done::Recreated, id, _)) => {
+                created += 1;
+                ("recreated", Some(id.clone()), None)
+            }
+            Outcome::Done((Done::Updated, id, _)) => {
+                updated += 1;
+                ("updated", Some(id.clone()), None)
+            }
+            Outcome::Done((Done::Unchanged, id, _)) => {
                 unchanged += 1;
                 ("unchanged", Some(id.clone()), None)
             }
@@ -205,13 +296,13 @@ fn report(
                 state_path.display()
             ),
         );
-    } else if created == 0 {
+    } else if created + updated + revoked == 0 {
         console.status(
             "Up to date",
             format!("all {unchanged} resources match the config; nothing to do ({cost}, {secs:.2}s)"),
         );
     } else {
-        console.status("Deployed", format!("{created} created, {unchanged} unchanged in {secs:.2}s ({cost})"));
+        console.status("Deployed", format!("{created} created, {updated} updated, {revoked} undeclared rules revoked, {unchanged} unchanged in {secs:.2}s ({cost})"));
         console.status("State", state_path.display());
     }
     if ok {
@@ -231,7 +322,7 @@ fn report(
         "region": ctx.clients.region,
         "state_file": state_path.display().to_string(),
         "ok": ok,
-        "summary": { "created": created, "unchanged": unchanged, "failed": failed, "skipped": skipped },
+        "summary": { "created": created, "updated": updated, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
         "seconds": (secs * 1000.0).round() / 1000.0,
         "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
         "nodes": rows,

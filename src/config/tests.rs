@@ -47,6 +47,8 @@ fn every_problem_is_reported_at_once_with_its_line() {
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert!(fields.contains(&"network.max_azs"), "{err}");
     assert!(fields.contains(&"network.colour"), "{err}");
+    assert!(fields.contains(&"services.service1.port"), "{err}");
+    assert!(fields.contains(&"services.service1.calls"), "{err}");
     let line_of = |f: &str| err.problems().iter().find(|p| p.field == f).unwrap().line;
     assert_eq!(line_of("network.colour"), 8);
 }

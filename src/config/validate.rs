@@ -92,6 +92,13 @@ fn check_network(config: &Config, spans: &Spans, problems: &mut Problems) {
                 ),
             );
         }
+        if azs.is_empty() {
+            problems.add(
+                "network.azs",
+                spans.network.clone(),
+                "is empty; list at least one zone, or drop the key to use the region's first max_azs zones",
+            );
+        }
         let mut seen = BTreeSet::new();
         for (az, span) in azs.iter().zip(az_spans) {
             if !seen.insert(az) {

@@ -17,6 +17,10 @@ pub struct StateDoc {
     pub format_version: u32,
     pub stack: String,
     pub region: String,
+    /// Random per stack lifecycle (a new one after `down` removed the file): salts idempotency tokens so that a
+    /// re-created stack never replays the tokens of a deleted one.
+    #[serde(default)]
+    pub nonce: String,
     pub nodes: BTreeMap<String, Record>,
 }
 
@@ -82,6 +86,7 @@ impl StateFile {
                     format_version: FORMAT_VERSION,
                     stack: stack.into(),
                     region: region.into(),
+                    nonce: new_nonce(stack),
                     nodes: BTreeMap::new(),
                 };
                 return Ok(StateFile { path: path.to_path_buf(), doc, on_disk: false });
@@ -134,6 +139,10 @@ impl StateFile {
         self.doc.nodes.get(node)
     }
 
+    pub fn nonce(&self) -> &str {
+        &self.doc.nonce
+    }
+
     pub fn nodes(&self) -> &BTreeMap<String, Record> {
         &self.doc.nodes
     }
@@ -183,6 +192,15 @@ impl StateFile {
         self.on_disk = true;
         Ok(())
     }
+}
+
+/// Unpredictable enough to never repeat between two lifecycles of a stack (time, process, a stack-local address).
+fn new_nonce(stack: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let local = 0u8;
+    let seed = format!("{stack}/{}/{}/{:p}", now.as_nanos(), std::process::id(), &local);
+    Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

@@ -18,6 +18,17 @@ fn adopted(id: &str, arn: Option<&str>) -> Record {
     Record { id: id.to_string(), arn: arn.map(str::to_string), digest: ADOPTED.to_string() }
 }
 
+/// Adds a found resource under its node id, or under `node#id` when another resource already carries that node tag
+/// (a twin left by a create whose response was lost): every one of them is found.
+fn add(found: &mut BTreeMap<String, Record>, node: &str, record: Record) {
+    let key = if found.get(node).is_some_and(|r| r.id != record.id) {
+        format!("{node}#{}", record.id)
+    } else {
+        node.to_string()
+    };
+    found.insert(key, record);
+}
+
 /// Every live resource tagged for `stack`, keyed by node id.
 pub async fn tagged(clients: &Clients, stack: &str) -> Result<BTreeMap<String, Record>> {
     let mut found = BTreeMap::new();
@@ -37,14 +48,14 @@ async fn ec2(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
     let vpcs = ec2.describe_vpcs().filters(ours()).send().await.map_err(|e| api_error("find tagged VPCs", e))?;
     for v in vpcs.vpcs() {
         if let (Some(node), Some(id)) = (ec2_tag(v.tags(), TAG_NODE), v.vpc_id()) {
-            found.insert(node.to_string(), adopted(id, None));
+            add(found, node, adopted(id, None));
         }
     }
     let subnets =
         ec2.describe_subnets().filters(ours()).send().await.map_err(|e| api_error("find tagged subnets", e))?;
     for s in subnets.subnets() {
         if let (Some(node), Some(id)) = (ec2_tag(s.tags(), TAG_NODE), s.subnet_id()) {
-            found.insert(node.to_string(), adopted(id, None));
+            add(found, node, adopted(id, None));
         }
     }
     let groups = ec2
@@ -57,7 +68,7 @@ async fn ec2(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
     let mut services = BTreeMap::new();
     for g in groups.security_groups() {
         if let (Some(node), Some(id)) = (ec2_tag(g.tags(), TAG_NODE), g.group_id()) {
-            found.insert(node.to_string(), adopted(id, None));
+            add(found, node, adopted(id, None));
             if let Some(service) = node.strip_prefix("sg/") {
                 services.insert(id.to_string(), service.to_string());
             }
@@ -121,7 +132,7 @@ async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
                         && stack_tag == stack
                         && s.status() != Some("INACTIVE")
                     {
-                        found.insert(node.to_string(), adopted(arn, Some(arn)));
+                        add(found, node, adopted(arn, Some(arn)));
                     }
                 }
             }
@@ -212,7 +223,7 @@ async fn cloud_map(clients: &Clients, stack: &str, found: &mut BTreeMap<String, 
             if let (Some(node), Some(owner)) = (tags.get(TAG_NODE), tags.get(TAG_STACK))
                 && owner == stack
             {
-                found.insert(node.clone(), adopted(sid, Some(sarn)));
+                add(found, node, adopted(sid, Some(sarn)));
             }
         }
     }

@@ -77,3 +77,21 @@ pub async fn delete(ctx: &Ctx, rule_id: &str) -> Result<Deleted> {
         Err(e) => Err(e),
     }
 }
+
+/// Revokes a live rule nobody declared (drift: a hand-added 0.0.0.0/0, a path between services that do not call).
+pub async fn revoke(ctx: &Ctx, group_id: &str, rule_id: &str) -> Result<Deleted> {
+    let out = ctx
+        .clients
+        .ec2
+        .revoke_security_group_ingress()
+        .group_id(group_id)
+        .security_group_rule_ids(rule_id)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("revoke undeclared rule {rule_id} of {group_id}"), e));
+    match out {
+        Ok(_) => Ok(Deleted::Now),
+        Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
+    }
+}

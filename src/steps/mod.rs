@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod discover;
 pub mod ingress_rule;
+pub mod live;
 pub mod namespace;
 pub mod sd_service;
 pub mod security_group;
@@ -66,22 +67,29 @@ impl Ctx {
     }
 }
 
-/// Creates the resource of one node and returns what to record.
-pub async fn create(ctx: &Ctx, node: &Node) -> Result<Record> {
+/// Creates the resource of one node and returns what to record. `replacing` is the id of a resource of this node
+/// that was deleted behind secep's back: it salts the idempotency tokens, because reusing the first creation's token
+/// can hand back the deleted resource's identity (hashicorp/terraform-provider-aws#46930).
+pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<Record> {
     let digest = node.spec.digest();
+    let nonce = ctx.state.lock().expect("state lock").nonce().to_string();
+    let token_seed = match replacing {
+        Some(old) => format!("{nonce}/{digest}/replaces/{old}"),
+        None => format!("{nonce}/{digest}"),
+    };
     let created = match &node.spec {
         Spec::Vpc { cidr, name } => vpc::create(ctx, &node.id, cidr, name).await,
         Spec::Subnet { az, cidr, name } => subnet::create(ctx, &node.id, az, cidr, name).await,
         Spec::Cluster { name } => cluster::create(ctx, &node.id, name).await,
-        Spec::Namespace { name } => namespace::create(ctx, &node.id, name, &digest).await,
-        Spec::SdService { service, ttl } => sd_service::create(ctx, &node.id, service, *ttl, &digest).await,
+        Spec::Namespace { name } => namespace::create(ctx, &node.id, name, &token_seed).await,
+        Spec::SdService { service, ttl } => sd_service::create(ctx, &node.id, service, *ttl, &token_seed).await,
         Spec::SecurityGroup { service: _, group_name, description } => {
             security_group::create(ctx, &node.id, group_name, description).await
         }
         Spec::IngressRule { caller, callee, port } => ingress_rule::create(ctx, &node.id, caller, callee, *port).await,
         Spec::TaskDefinition(td) => task_definition::create(ctx, &node.id, td).await,
         Spec::Service { service, desired_count } => {
-            service::create(ctx, &node.id, &node.deps, service, *desired_count, &digest).await
+            service::create(ctx, &node.id, &node.deps, service, *desired_count, &token_seed).await
         }
     }?;
     Ok(Record { id: created.id, arn: created.arn, digest })
@@ -178,9 +186,9 @@ pub enum Deleted {
     AlreadyGone,
 }
 
-/// The kind of a node, from its id (`sg/api` → `sg`).
+/// The kind of a node, from its id (`sg/api` → `sg`; a twin found by tag, `vpc#vpc-123`, → `vpc`).
 pub fn kind_of(node: &str) -> &str {
-    node.split_once('/').map_or(node, |(kind, _)| kind)
+    node.split(['/', '#']).next().unwrap_or(node)
 }
 
 /// Reads the live owner of a recorded node.

@@ -113,7 +113,8 @@ pub async fn delete(ctx: &Ctx, namespace_id: &str) -> Result<Deleted> {
             .map_err(|e| api_error(format!("delete namespace {namespace_id}"), e))
     };
     let blocked = || async { format!("namespace {namespace_id} still has services") };
-    match retry_while_blocked(ctx, &["ResourceInUse"], attempt, blocked).await {
+    // DuplicateRequest: an earlier delete of this namespace (an interrupted run) is still in progress.
+    match retry_while_blocked(ctx, &["ResourceInUse", "DuplicateRequest"], attempt, blocked).await {
         Ok(out) => {
             if let Some(op) = out.operation_id() {
                 wait_for_operation(ctx, op, &format!("delete namespace {namespace_id}")).await?;

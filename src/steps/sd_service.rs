@@ -61,7 +61,8 @@ pub async fn delete(ctx: &Ctx, service_id: &str) -> Result<Deleted> {
             .map_err(|e| api_error(format!("delete Cloud Map service {service_id}"), e))
     };
     let blocked = || async { format!("Cloud Map service {service_id} still has registered instances") };
-    match retry_while_blocked(ctx, &["ResourceInUse"], attempt, blocked).await {
+    // DuplicateRequest: ECS is still deregistering the same instance.
+    match retry_while_blocked(ctx, &["ResourceInUse", "DuplicateRequest"], attempt, blocked).await {
         Ok(_) => Ok(Deleted::Now),
         Err(e) if error_code(&e) == Some("ServiceNotFound") => Ok(Deleted::AlreadyGone),
         Err(e) => Err(e),

@@ -36,10 +36,33 @@ pub async fn delete(ctx: &Ctx, group_id: &str) -> Result<Deleted> {
             .await
             .map_err(|e| api_error(format!("delete security group {group_id}"), e))
     };
-    let blocked = || blocking_enis(ctx, "group-id", group_id);
+    let blocked = || async {
+        let referencing = referencing_groups(ctx, group_id).await;
+        let enis = blocking_enis(ctx, "group-id", group_id).await;
+        if referencing.is_empty() {
+            enis
+        } else {
+            format!("{group_id} is referenced by the rules of {}; {enis}", referencing.join(", "))
+        }
+    };
     match retry_while_blocked(ctx, &["DependencyViolation"], attempt, blocked).await {
         Ok(_) => Ok(Deleted::Now),
         Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Deleted::AlreadyGone),
         Err(e) => Err(e),
+    }
+}
+
+/// Other groups whose ingress rules name this one (another team's group admitting ours blocks its deletion).
+async fn referencing_groups(ctx: &Ctx, group_id: &str) -> Vec<String> {
+    let filter = aws_sdk_ec2::types::Filter::builder().name("ip-permission.group-id").values(group_id).build();
+    match ctx.clients.ec2.describe_security_groups().filters(filter).send().await {
+        Ok(out) => out
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .filter(|g| *g != group_id)
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }

@@ -142,3 +142,29 @@ async fn wait_until_gone(ctx: &Ctx, arn: &str, name: &str) -> Result<()> {
         delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
+
+/// Puts a drifted service back: desired count, task definition, network configuration and Cloud Map registry as the
+/// config and state say (all four are updatable in place).
+pub async fn update(ctx: &Ctx, deps: &[String], name: &str, desired_count: u32) -> Result<()> {
+    let cluster = ctx.id_of("cluster")?;
+    let subnets = deps.iter().filter(|d| d.starts_with("subnet/")).map(|d| ctx.id_of(d)).collect::<Result<Vec<_>>>()?;
+    let network = AwsVpcConfiguration::builder()
+        .set_subnets(Some(subnets))
+        .security_groups(ctx.id_of(&format!("sg/{name}"))?)
+        .assign_public_ip(AssignPublicIp::Disabled)
+        .build()
+        .context("awsvpc configuration")?;
+    ctx.clients
+        .ecs
+        .update_service()
+        .cluster(&cluster)
+        .service(name)
+        .desired_count(desired_count as i32)
+        .task_definition(ctx.id_of(&format!("td/{name}"))?)
+        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+        .service_registries(ServiceRegistry::builder().registry_arn(ctx.arn_of(&format!("sd/{name}"))?).build())
+        .send()
+        .await
+        .map_err(|e| api_error(format!("update ECS service {name} in cluster {cluster}"), e))?;
+    Ok(())
+}

@@ -15,11 +15,7 @@ pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Cr
         .image(&td.image)
         .essential(true)
         .port_mappings(
-            PortMapping::builder()
-                .container_port(i32::from(td.port))
-                .protocol(TransportProtocol::Tcp)
-                .name(format!("{}-{}", td.service, td.port))
-                .build(),
+            PortMapping::builder().container_port(i32::from(td.port)).protocol(TransportProtocol::Tcp).build(),
         )
         .set_environment(Some(environment))
         .build();

@@ -126,7 +126,7 @@ async fn down_after_a_partial_up_leaves_nothing() {
         "CreateSecurityGroup:1",
         "AuthorizeSecurityGroupIngress:2",
         "CreatePrivateDnsNamespace:1",
-        "CreateService:1",
+        "CreateService:3", // the first two are Cloud Map's CreateService: the third is ECS's
         "RegisterTaskDefinition:2",
     ];
     let aws = aws().await;
@@ -226,4 +226,34 @@ async fn down_without_a_terminal_needs_yes() {
     assert!(refused.stderr.contains("pass --yes"), "{}", refused.stderr);
     assert!(p.state_path().exists(), "nothing was deleted");
     p.secep(&["down", "--yes"]).success();
+}
+
+#[tokio::test]
+async fn a_lost_create_response_leaves_a_twin_that_is_named_and_removed() {
+    // CreateVpc has no idempotency token: when its response is lost, the SDK's retry creates a second VPC. The first
+    // is tagged for the stack, so it is never lost: status names it, plain down refuses to call the job done, and
+    // down --adopt removes it.
+    let proxy = Proxy::start(&["--strict", "--fail-after-nth", "CreateVpc:1"]);
+    let p = Project::from_shipped("secure-endpoints.toml", "twin");
+    let aws = aws().await;
+    p.secep_at(&proxy.url, &["up"]).success();
+    let vpcs = aws.ec2.describe_vpcs().filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
+    assert_eq!(vpcs.vpcs().len(), 2, "the lost response made a twin (this is what the test is about)");
+
+    let status = p.secep_at(&proxy.url, &["status", "--json"]);
+    assert_eq!(status.code, 2);
+    let extra: Vec<String> = status.json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["verdict"] == "extra")
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect();
+    assert!(extra.len() == 1 && extra[0].starts_with("vpc#vpc-"), "{extra:?}");
+
+    let down = p.secep_at(&proxy.url, &["down", "--yes"]);
+    assert_eq!(down.code, 1, "a tagged leftover means the job is not done\n{}", down.stderr);
+    assert!(down.stderr.contains("--adopt"), "{}", down.stderr);
+    p.secep_at(&proxy.url, &["down", "--yes", "--adopt"]).success();
+    assert_eq!(leftovers(&aws, &p).await, Vec::<String>::new());
 }

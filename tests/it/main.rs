@@ -4,4 +4,5 @@ mod config_errors;
 mod down;
 mod harness;
 mod proxy;
+mod status;
 mod up;

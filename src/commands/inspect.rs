@@ -1,0 +1,247 @@
+//! `secep status` and `secep plan`: read the config, the state and the live stack (batched, never mutating), and
+//! show how they compare. Exit codes follow `terraform plan -detailed-exitcode`: 0 in sync, 2 differences, 1 error.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Common, Opened, exit, open, up::resolve_azs};
+use crate::config::Config;
+use crate::model::desired_nodes;
+use crate::output::{Console, short_id};
+use crate::plan::{Action, Audit, NodeStatus, Verdict, audit, diff};
+use crate::steps::live::{self, Facts, Live};
+
+/// Everything both commands show.
+struct Inspection {
+    config: Config,
+    region: String,
+    state_file: String,
+    statuses: Vec<NodeStatus>,
+    live: Live,
+    audit: Audit,
+    calls: crate::aws::CallSummary,
+}
+
+async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
+    let Opened { config, clients, state } = open(common, console).await?;
+    let azs = resolve_azs(&config, &state, &clients).await?;
+    let nodes = desired_nodes(&config, &azs);
+    let live = live::read(&clients, &config.stack.name, &state).await?;
+    let statuses = diff(&nodes, &state, &live);
+    let audit = audit(&config, &live);
+    Ok(Inspection {
+        region: clients.region.clone(),
+        state_file: state.path().display().to_string(),
+        calls: clients.calls.summary(),
+        config,
+        statuses,
+        live,
+        audit,
+    })
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::InSync => "in sync".into(),
+        Verdict::NotCreated => "not created".into(),
+        Verdict::MissingLive => "MISSING LIVE (deleted outside secep)".into(),
+        Verdict::Drifted(fields) => format!("DRIFTED: {}", fields.join("; ")),
+        Verdict::ConfigChanged => "config changed since created".into(),
+        Verdict::NotInConfig => "recorded, not in config".into(),
+        Verdict::Extra => "EXTRA (tagged for the stack, not recorded)".into(),
+    }
+}
+
+pub async fn status(common: &Common, console: &Console) -> Result<u8> {
+    let i = inspect(common, console).await?;
+    let in_sync = i.statuses.iter().all(|s| s.verdict == Verdict::InSync) && i.audit.is_clean();
+    let ns = i.live.nodes.get("namespace");
+    let services: Vec<_> = i
+        .config
+        .services
+        .values()
+        .map(|s| {
+            let facts = i.live.nodes.get(&format!("svc/{}", s.name)).and_then(|l| match &l.facts {
+                Facts::Service(f) => Some(f.clone()),
+                _ => None,
+            });
+            let instances = i.live.nodes.get(&format!("sd/{}", s.name)).and_then(|l| match &l.facts {
+                Facts::SdService { instances, .. } => *instances,
+                _ => None,
+            });
+            json!({
+                "service": s.name,
+                "endpoint": i.config.endpoint(s),
+                "desired": facts.as_ref().map(|f| f.desired),
+                "running": facts.as_ref().map(|f| f.running),
+                "pending": facts.as_ref().map(|f| f.pending),
+                "rollout": facts.as_ref().and_then(|f| f.rollout.clone()),
+                "cloud_map_instances": instances,
+            })
+        })
+        .collect();
+
+    let mut text = format!(
+        "Stack {} in {} (state {})\nNamespace {} ({})\n\n",
+        i.config.stack.name,
+        i.region,
+        i.state_file,
+        i.config.namespace.name,
+        ns.map_or("not live".to_string(), |n| n.id.clone())
+    );
+    text.push_str(&format!(
+        "{:<30} {:<18} {:<8} {:<28} {:<28} {}\n",
+        "NODE", "KIND", "DESIRED", "RECORDED", "LIVE", "VERDICT"
+    ));
+    for s in &i.statuses {
+        let id = |v: &Option<String>| v.as_deref().map_or("-".to_string(), short_id);
+        text.push_str(&format!(
+            "{:<30} {:<18} {:<8} {:<28} {:<28} {}\n",
+            s.node,
+            s.kind,
+            if s.desired { "yes" } else { "no" },
+            id(&s.recorded),
+            id(&s.live),
+            verdict_text(&s.verdict)
+        ));
+    }
+    text.push_str(&format!(
+        "\n{:<20} {:>7} {:>7} {:>7} {:<12} {:>9}  {}\n",
+        "SERVICE", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "CLOUD MAP", "ENDPOINT"
+    ));
+    for s in &services {
+        let n = |k: &str| s[k].as_i64().map_or("-".to_string(), |v| v.to_string());
+        text.push_str(&format!(
+            "{:<20} {:>7} {:>7} {:>7} {:<12} {:>9}  {}\n",
+            s["service"].as_str().unwrap_or(""),
+            n("desired"),
+            n("running"),
+            n("pending"),
+            s["rollout"].as_str().unwrap_or("-"),
+            n("cloud_map_instances"),
+            s["endpoint"].as_str().unwrap_or("")
+        ));
+    }
+    text.push_str(&reachability_matrix(&i.config, &i.audit));
+    let differences = i.statuses.iter().filter(|s| s.verdict != Verdict::InSync).count();
+    text.push_str(&format!(
+        "\n{} in sync, {differences} differ; reachability {}; {} API calls, {} mutating",
+        i.statuses.len() - differences,
+        if i.audit.is_clean() { "as declared" } else { "NOT as declared" },
+        i.calls.calls,
+        i.calls.mutating
+    ));
+    console.result(&text);
+    console.json(&json!({
+        "command": "status",
+        "stack": i.config.stack.name,
+        "region": i.region,
+        "state_file": i.state_file,
+        "in_sync": in_sync,
+        "namespace": { "name": i.config.namespace.name, "id": ns.map(|n| n.id.clone()) },
+        "nodes": i.statuses,
+        "services": services,
+        "reachability": {
+            "allowed": i.audit.allowed,
+            "extra": i.audit.extra.iter().map(|(p, rule)| json!({ "from": p.from, "to": p.to, "ports": p.ports, "rule_id": rule })).collect::<Vec<_>>(),
+            "missing": i.audit.missing,
+        },
+        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating, "retries": i.calls.retries },
+    }));
+    Ok(if in_sync { exit::OK } else { exit::DIFFERENCES })
+}
+
+/// Who may reach whom, from the live rules: a matrix over the declared services, then every extra and missing path.
+fn reachability_matrix(config: &Config, audit: &Audit) -> String {
+    let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(10) + 2;
+    let mut out =
+        format!("\nReachability from live security group rules (row calls column):\n{:<width$}", "FROM \\ TO");
+    for n in &names {
+        out.push_str(&format!("{n:<width$}"));
+    }
+    for from in &names {
+        out.push_str(&format!("\n{from:<width$}"));
+        for to in &names {
+            let ports: Vec<&str> =
+                audit.allowed.iter().filter(|p| p.from == *from && p.to == *to).map(|p| p.ports.as_str()).collect();
+            let cell = if ports.is_empty() { "-".to_string() } else { ports.join(",") };
+            out.push_str(&format!("{cell:<width$}"));
+        }
+    }
+    out.push('\n');
+    for (p, rule) in &audit.extra {
+        out.push_str(&format!(
+            "EXTRA path: {} -> {} on {} (rule {rule}), not declared in `calls`\n",
+            p.from, p.to, p.ports
+        ));
+    }
+    for p in &audit.missing {
+        out.push_str(&format!("MISSING path: {} -> {} on {}, declared but not allowed live\n", p.from, p.to, p.ports));
+    }
+    out
+}
+
+pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
+    let i = inspect(common, console).await?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
+    let mut text = format!("Plan for stack {} in {}:\n", i.config.stack.name, i.region);
+    let (mut create, mut update, mut unchanged, mut unsupported) = (0, 0, 0, 0);
+    for s in &i.statuses {
+        let line = match s.action {
+            Action::Create => {
+                create += 1;
+                paint("32", format!("  + create     {}", s.node))
+            }
+            Action::Recreate => {
+                create += 1;
+                paint("32", format!("  + recreate   {}  (deleted outside secep)", s.node))
+            }
+            Action::Update => {
+                update += 1;
+                paint("33", format!("  ~ update     {}  ({})", s.node, verdict_text(&s.verdict)))
+            }
+            Action::Unsupported => {
+                unsupported += 1;
+                paint(
+                    "35",
+                    format!("  ! untouched  {}  ({}; not handled by `up` yet)", s.node, verdict_text(&s.verdict)),
+                )
+            }
+            Action::NoOp => {
+                unchanged += 1;
+                continue;
+            }
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    for (p, rule) in &i.audit.extra {
+        text.push_str(&paint(
+            "31",
+            format!("  - revoke     {rule}  ({} -> {} on {}, not declared)", p.from, p.to, p.ports),
+        ));
+        text.push('\n');
+    }
+    let revoke = i.audit.extra.len();
+    text.push_str(&format!(
+        "Plan: {create} to create, {update} to update, {revoke} to revoke, {unchanged} unchanged{}. ({} API calls, {} mutating)",
+        if unsupported > 0 { format!(", {unsupported} not handled") } else { String::new() },
+        i.calls.calls,
+        i.calls.mutating
+    ));
+    console.result(&text);
+    console.json(&json!({
+        "command": "plan",
+        "stack": i.config.stack.name,
+        "region": i.region,
+        "summary": { "create": create, "update": update, "revoke": revoke, "unchanged": unchanged, "unsupported": unsupported },
+        "nodes": i.statuses,
+        "revoke": i.audit.extra.iter().map(|(p, rule)| json!({ "rule_id": rule, "from": p.from, "to": p.to, "ports": p.ports })).collect::<Vec<_>>(),
+        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating },
+    }));
+    Ok(if create + update + revoke + unsupported == 0 { exit::OK } else { exit::DIFFERENCES })
+}

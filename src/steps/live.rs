@@ -1,0 +1,355 @@
+//! Reads the live stack in batches: one call per kind (a handful more for ECS services, 10 per call), concurrent
+//! across kinds, never mutating. Used by `status`, `plan` and `up` to see what really exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use aws_sdk_ec2::types::Filter;
+
+use super::{TAG_NODE, TAG_STACK, api_error};
+use crate::aws::Clients;
+use crate::state::StateFile;
+
+/// What a live resource looks like, in the terms secep compares against the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Facts {
+    Vpc { cidr: String },
+    Subnet { az: String, cidr: String, public_ip_on_launch: bool },
+    Cluster,
+    Namespace { name: String },
+    SdService { name: String, instances: Option<i32> },
+    SecurityGroup { name: String },
+    IngressRule,
+    TaskDefinition,
+    Service(ServiceFacts),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFacts {
+    pub desired: i32,
+    pub running: i32,
+    pub pending: i32,
+    pub rollout: Option<String>,
+    pub task_definition: String,
+    pub subnets: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub public_ip: bool,
+    pub registries: Vec<String>,
+}
+
+/// One live resource that belongs to the stack (by state record or by tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNode {
+    pub id: String,
+    /// Tagged `secep:stack` = this stack.
+    pub tagged: bool,
+    pub facts: Facts,
+}
+
+/// Where traffic into a group may come from, per one live rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Group(String),
+    Cidr(String),
+    PrefixList(String),
+}
+
+/// One live ingress rule of one of the stack's groups.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LiveRule {
+    pub rule_id: String,
+    pub group_id: String,
+    /// `tcp`, `udp`, `icmp` or `-1` (all).
+    pub protocol: String,
+    pub from_port: i32,
+    pub to_port: i32,
+    pub source: Source,
+}
+
+/// Everything read live, by node id, plus every ingress rule of the stack's groups (for the reachability audit).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub nodes: BTreeMap<String, LiveNode>,
+    pub rules: Vec<LiveRule>,
+}
+
+/// Who is who: recorded ids keep their node, so a twin carrying the same `secep:node` tag never hides them.
+#[derive(Debug, Clone, Default)]
+struct Recorded {
+    node_of_id: BTreeMap<String, String>,
+    nodes: BTreeSet<String>,
+}
+
+impl Recorded {
+    /// Places found resources: recorded ids under their node, others under their tag's node if that node is free
+    /// (neither recorded nor taken), else under `node#id`.
+    fn place(&self, live: &mut Live, mut found: Vec<(String, LiveNode)>) {
+        found.sort_by_key(|(_, l)| !self.node_of_id.contains_key(&l.id));
+        for (node, l) in found {
+            let key = match self.node_of_id.get(&l.id) {
+                Some(recorded) => recorded.clone(),
+                None if !self.nodes.contains(&node) && !live.nodes.contains_key(&node) => node,
+                None => format!("{node}#{}", l.id),
+            };
+            live.nodes.insert(key, l);
+        }
+    }
+}
+
+/// Reads every recorded resource and every resource tagged for the stack.
+pub async fn read(clients: &Clients, stack: &str, state: &StateFile) -> Result<Live> {
+    let who = Recorded {
+        node_of_id: state.nodes().iter().map(|(node, r)| (r.id.clone(), node.clone())).collect(),
+        nodes: state.nodes().keys().cloned().collect(),
+    };
+    let recorded = |kind: &str| -> BTreeMap<String, String> {
+        state
+            .nodes()
+            .iter()
+            .filter(|(node, _)| super::kind_of(node) == kind)
+            .map(|(node, r)| (r.id.clone(), node.clone()))
+            .collect()
+    };
+    let (ec2, ecs, sd) = tokio::join!(
+        read_ec2(clients, stack, recorded("sg-rule"), &who),
+        read_ecs(clients, stack, recorded("svc"), recorded("td")),
+        read_cloud_map(clients, stack, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
+    );
+    let mut live = Live::default();
+    for part in [ec2?, ecs?, sd?] {
+        live.nodes.extend(part.nodes);
+        live.rules.extend(part.rules);
+    }
+    live.rules.sort();
+    Ok(live)
+}
+
+fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+async fn read_ec2(
+    clients: &Clients,
+    stack: &str,
+    recorded_rules: BTreeMap<String, String>,
+    who: &Recorded,
+) -> Result<Live> {
+    let ec2 = &clients.ec2;
+    let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
+    let (vpcs, subnets, groups) = tokio::join!(
+        ec2.describe_vpcs().filters(ours()).send(),
+        ec2.describe_subnets().filters(ours()).send(),
+        ec2.describe_security_groups().filters(ours()).send(),
+    );
+    let mut live = Live::default();
+    let mut found = Vec::new();
+    for v in vpcs.map_err(|e| api_error("read the stack's VPC", e))?.vpcs() {
+        if let (Some(node), Some(id)) = (ec2_tag(v.tags(), TAG_NODE), v.vpc_id()) {
+            let facts = Facts::Vpc { cidr: v.cidr_block().unwrap_or_default().to_string() };
+            found.push((node.to_string(), LiveNode { id: id.to_string(), tagged: true, facts }));
+        }
+    }
+    for s in subnets.map_err(|e| api_error("read the stack's subnets", e))?.subnets() {
+        if let (Some(node), Some(id)) = (ec2_tag(s.tags(), TAG_NODE), s.subnet_id()) {
+            let facts = Facts::Subnet {
+                az: s.availability_zone().unwrap_or_default().to_string(),
+                cidr: s.cidr_block().unwrap_or_default().to_string(),
+                public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
+            };
+            found.push((node.to_string(), LiveNode { id: id.to_string(), tagged: true, facts }));
+        }
+    }
+    let groups = groups.map_err(|e| api_error("read the stack's security groups", e))?;
+    let mut group_ids = Vec::new();
+    for g in groups.security_groups() {
+        if let (Some(node), Some(id)) = (ec2_tag(g.tags(), TAG_NODE), g.group_id()) {
+            let facts = Facts::SecurityGroup { name: g.group_name().unwrap_or_default().to_string() };
+            found.push((node.to_string(), LiveNode { id: id.to_string(), tagged: true, facts }));
+            group_ids.push(id.to_string());
+        }
+    }
+    who.place(&mut live, found);
+    if group_ids.is_empty() {
+        return Ok(live);
+    }
+    let rules = ec2
+        .describe_security_group_rules()
+        .filters(Filter::builder().name("group-id").set_values(Some(group_ids.clone())).build())
+        .send()
+        .await
+        .map_err(|e| api_error("read the rules of the stack's groups", e))?;
+    for r in rules.security_group_rules() {
+        // moto ignores this filter for some fields; keep only our groups' ingress rules.
+        let (Some(rule_id), Some(group_id)) = (r.security_group_rule_id(), r.group_id()) else { continue };
+        if r.is_egress().unwrap_or(false) || !group_ids.iter().any(|g| g == group_id) {
+            continue;
+        }
+        let source = if let Some(g) = r.referenced_group_info().and_then(|g| g.group_id()) {
+            Source::Group(g.to_string())
+        } else if let Some(c) = r.cidr_ipv4().or(r.cidr_ipv6()) {
+            Source::Cidr(c.to_string())
+        } else {
+            Source::PrefixList(r.prefix_list_id().unwrap_or("?").to_string())
+        };
+        live.rules.push(LiveRule {
+            rule_id: rule_id.to_string(),
+            group_id: group_id.to_string(),
+            protocol: r.ip_protocol().unwrap_or("-1").to_string(),
+            from_port: r.from_port().unwrap_or(-1),
+            to_port: r.to_port().unwrap_or(-1),
+            source,
+        });
+        if let Some(node) = recorded_rules.get(rule_id) {
+            live.nodes
+                .insert(node.clone(), LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
+        }
+    }
+    Ok(live)
+}
+
+fn ecs_tag<'a>(tags: &'a [aws_sdk_ecs::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+async fn read_ecs(
+    clients: &Clients,
+    stack: &str,
+    recorded_services: BTreeMap<String, String>,
+    recorded_tds: BTreeMap<String, String>,
+) -> Result<Live> {
+    let ecs = &clients.ecs;
+    let mut live = Live::default();
+    let clusters = ecs
+        .describe_clusters()
+        .clusters(stack)
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error("read the stack's ECS cluster", e))?;
+    let Some(cluster) = clusters.clusters().iter().find(|c| c.status() == Some("ACTIVE")) else { return Ok(live) };
+    let tagged = ecs_tag(cluster.tags(), TAG_STACK) == Some(stack);
+    live.nodes.insert(
+        "cluster".into(),
+        LiveNode { id: cluster.cluster_name().unwrap_or(stack).to_string(), tagged, facts: Facts::Cluster },
+    );
+
+    // Recorded services plus any other service in the cluster (extra), 10 per DescribeServices call.
+    let mut arns: BTreeSet<String> = recorded_services.keys().cloned().collect();
+    let mut pages = ecs.list_services().cluster(stack).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        arns.extend(page.map_err(|e| api_error("list the cluster's services", e))?.service_arns().iter().cloned());
+    }
+    let arns: Vec<String> = arns.into_iter().collect();
+    let mut task_definitions = BTreeSet::new();
+    for batch in arns.chunks(10) {
+        let out = ecs
+            .describe_services()
+            .cluster(stack)
+            .set_services(Some(batch.to_vec()))
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send()
+            .await
+            .map_err(|e| api_error("read the cluster's services", e))?;
+        for s in out.services().iter().filter(|s| s.status() != Some("INACTIVE")) {
+            let arn = s.service_arn().unwrap_or_default().to_string();
+            let node = recorded_services.get(&arn).cloned().or_else(|| ecs_tag(s.tags(), TAG_NODE).map(str::to_string));
+            let Some(node) = node else { continue };
+            let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
+            let facts = ServiceFacts {
+                desired: s.desired_count(),
+                running: s.running_count(),
+                pending: s.pending_count(),
+                rollout: s.deployments().first().and_then(|d| d.rollout_state()).map(|r| r.as_str().to_string()),
+                task_definition: s.task_definition().unwrap_or_default().to_string(),
+                subnets: vpc.map(|v| v.subnets().iter().cloned().collect()).unwrap_or_default(),
+                groups: vpc.map(|v| v.security_groups().iter().cloned().collect()).unwrap_or_default(),
+                public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&aws_sdk_ecs::types::AssignPublicIp::Enabled),
+                registries: s
+                    .service_registries()
+                    .iter()
+                    .filter_map(|r| r.registry_arn())
+                    .map(str::to_string)
+                    .collect(),
+            };
+            task_definitions.insert(facts.task_definition.clone());
+            let tagged = ecs_tag(s.tags(), TAG_STACK) == Some(stack);
+            live.nodes.insert(node, LiveNode { id: arn, tagged, facts: Facts::Service(facts) });
+        }
+    }
+    // A recorded revision counts as live while a service uses it; others are read only when they are not.
+    for (arn, node) in recorded_tds {
+        if task_definitions.contains(&arn) {
+            live.nodes.insert(node, LiveNode { id: arn, tagged: true, facts: Facts::TaskDefinition });
+        } else if let Some(found) = read_task_definition(clients, stack, &arn).await? {
+            live.nodes.insert(node, found);
+        }
+    }
+    Ok(live)
+}
+
+async fn read_task_definition(clients: &Clients, stack: &str, arn: &str) -> Result<Option<LiveNode>> {
+    let out = clients
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read task definition {arn}"), e));
+    match out {
+        Ok(o)
+            if o.task_definition().and_then(|t| t.status())
+                == Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Active) =>
+        {
+            let tagged = ecs_tag(o.tags(), TAG_STACK) == Some(stack);
+            Ok(Some(LiveNode { id: arn.to_string(), tagged, facts: Facts::TaskDefinition }))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if super::error_code(&e) == Some("ClientException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn read_cloud_map(
+    clients: &Clients,
+    stack: &str,
+    namespace_id: Option<String>,
+    recorded_sd: BTreeMap<String, String>,
+) -> Result<Live> {
+    let sd = &clients.sd;
+    let mut live = Live::default();
+    let Some(namespace_id) = namespace_id else { return Ok(live) };
+    let ns = match sd.get_namespace().id(&namespace_id).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            let e = api_error(format!("read namespace {namespace_id}"), e);
+            if super::error_code(&e) == Some("NamespaceNotFound") {
+                return Ok(live);
+            }
+            return Err(e);
+        }
+    };
+    let name = ns.namespace().and_then(|n| n.name()).unwrap_or_default().to_string();
+    live.nodes.insert(
+        "namespace".into(),
+        LiveNode { id: namespace_id.clone(), tagged: true, facts: Facts::Namespace { name } },
+    );
+    let filter = aws_sdk_servicediscovery::types::ServiceFilter::builder()
+        .name(aws_sdk_servicediscovery::types::ServiceFilterName::NamespaceId)
+        .values(&namespace_id)
+        .build()?;
+    let mut pages = sd.list_services().filters(filter).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for s in page.map_err(|e| api_error(format!("list the services of {namespace_id}"), e))?.services() {
+            let Some(id) = s.id() else { continue };
+            // Only recorded services are read here (moto ignores the namespace filter, so others may be anyone's).
+            if let Some(node) = recorded_sd.get(id) {
+                let facts =
+                    Facts::SdService { name: s.name().unwrap_or_default().to_string(), instances: s.instance_count() };
+                live.nodes.insert(node.clone(), LiveNode { id: id.to_string(), tagged: true, facts });
+            }
+        }
+    }
+    let _ = stack;
+    Ok(live)
+}
