@@ -302,7 +302,17 @@ fn report(
             format!("all {unchanged} resources match the config; nothing to do ({cost}, {secs:.2}s)"),
         );
     } else {
-        console.status("Deployed", format!("{created} created, {updated} updated, {revoked} undeclared rules revoked, {unchanged} unchanged in {secs:.2}s ({cost})"));
+        let parts: Vec<String> = [
+            (created, "created"),
+            (updated, "updated"),
+            (revoked, "undeclared rules revoked"),
+            (unchanged, "unchanged"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        console.status("Deployed", format!("{} in {secs:.2}s ({cost})", parts.join(", ")));
         console.status("State", state_path.display());
     }
     if ok {

@@ -202,7 +202,8 @@ async fn check_services(
 #[tokio::test]
 async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op() {
     let p = Project::from_shipped("secure-endpoints.toml", "seed");
-    let first = p.secep(&["up"]).success();
+    let wire = Proxy::start(&[]);
+    let first = p.secep_at(&wire.url, &["up"]).success();
     assert!(first.stderr.contains("Deployed 15 created"), "{}", first.stderr);
     let ns = &p.namespace;
     assert!(first.stdout.contains(&format!("service1.{ns}:8080")), "endpoints are printed: {}", first.stdout);
@@ -210,6 +211,12 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let aws = aws().await;
     let live = check_network(&aws, &p, "10.0.0.0/16", 2).await;
     assert!(live.vpc_id.starts_with("vpc-"));
+    // moto does not record a private namespace's VPC association (its hosted zone lists no VPCs), so the binding is
+    // checked on the wire: the namespace was created in the stack's VPC, the one found by describe above.
+    let created: Vec<_> = wire.calls().into_iter().filter(|c| c["operation"] == "CreatePrivateDnsNamespace").collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["params"]["Vpc"], live.vpc_id.as_str());
+    assert_eq!(created[0]["params"]["Name"], ns.as_str());
     let expected = BTreeMap::from([("service1", (8080, vec!["service2"])), ("service2", (8080, vec!["service1"]))]);
     check_ingress(&aws, &live, &expected).await;
     assert_eq!(live.sd_services.keys().map(String::as_str).collect::<Vec<_>>(), ["service1", "service2"]);
