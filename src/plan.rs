@@ -39,8 +39,49 @@ pub enum Action {
     /// Put a drifted resource back in place (an ECS service: UpdateService).
     Update,
     NoOp,
-    /// Not handled by `up` yet: a config change to a created resource, or a node the config dropped.
+    /// The config dropped it: delete it (in teardown order, ownership checked).
+    Delete,
+    /// The config changed a field AWS cannot change in place; `up` refuses and names it.
+    Replace,
+    /// Tagged for the stack but not recorded: left alone (`down --adopt` removes it).
     Unsupported,
+}
+
+/// How a config change to a created node is applied.
+pub fn change_action(spec: &Spec) -> Action {
+    match spec {
+        // A new task definition revision, a service update, a Cloud Map TTL update, a new rule before the old one
+        // is revoked: all without replacing what depends on them.
+        Spec::TaskDefinition(_) | Spec::Service { .. } | Spec::SdService { .. } | Spec::IngressRule { .. } => {
+            Action::Update
+        }
+        Spec::Vpc { .. }
+        | Spec::Subnet { .. }
+        | Spec::Namespace { .. }
+        | Spec::Cluster { .. }
+        | Spec::SecurityGroup { .. } => Action::Replace,
+    }
+}
+
+/// For a change AWS cannot make in place: what differs, and what replacing the node would destroy.
+pub fn replace_reason(node: &Node) -> String {
+    let what = match &node.spec {
+        Spec::Vpc { cidr, .. } => format!(
+            "the VPC CIDR (now {cidr}): replacing the VPC destroys every subnet, group, namespace and service of the stack"
+        ),
+        Spec::Subnet { cidr, az, .. } => {
+            format!("subnet {cidr} in {az}: replacing a subnet moves every task of the stack")
+        }
+        Spec::Namespace { name } => format!(
+            "the namespace name (now {name}): replacing it destroys every Cloud Map service and re-registers every ECS service"
+        ),
+        Spec::Cluster { name } => format!("the cluster name (now {name}): replacing it destroys every ECS service"),
+        Spec::SecurityGroup { group_name, .. } => {
+            format!("security group {group_name}: replacing it cuts the service off until its rules are recreated")
+        }
+        _ => String::new(),
+    };
+    format!("{}: {what}", node.id)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,7 +107,7 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
             (None, None) => (Verdict::NotCreated, Action::Create),
             (None, Some(_)) => (Verdict::Extra, Action::Unsupported),
             (Some(_), None) => (Verdict::MissingLive, Action::Recreate),
-            (Some(r), Some(_)) if r.digest != node.spec.digest() => (Verdict::ConfigChanged, Action::Unsupported),
+            (Some(r), Some(_)) if r.digest != node.spec.digest() => (Verdict::ConfigChanged, change_action(&node.spec)),
             (Some(_), Some(l)) => {
                 let drift = drift(node, &l.facts, state, &recorded_id);
                 if drift.is_empty() {
@@ -88,6 +129,20 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
             action,
         });
     }
+    // A service whose dependency is recreated, or whose task definition gets a new revision, is updated to it.
+    for (i, node) in nodes.iter().enumerate() {
+        if matches!(node.spec, Spec::Service { .. }) && out[i].action == Action::NoOp {
+            let moved = node.deps.iter().any(|d| {
+                out.iter().any(|s| {
+                    &s.node == d
+                        && (s.action == Action::Recreate || (s.action == Action::Update && d.starts_with("td/")))
+                })
+            });
+            if moved {
+                out[i].action = Action::Update;
+            }
+        }
+    }
     for (id, record) in state.nodes() {
         if !nodes.iter().any(|n| &n.id == id) {
             out.push(NodeStatus {
@@ -97,7 +152,7 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
                 recorded: Some(record.id.clone()),
                 live: live.nodes.get(id).map(|l| l.id.clone()),
                 verdict: Verdict::NotInConfig,
-                action: Action::Unsupported,
+                action: Action::Delete,
             });
         }
     }
@@ -208,6 +263,7 @@ pub fn audit(config: &Config, live: &Live) -> Audit {
         }
         allowed.insert(path);
     }
+    extra.sort();
     let missing = declared.iter().filter(|p| !allowed.contains(*p)).cloned().collect();
     Audit { allowed: allowed.into_iter().collect(), extra, missing }
 }
@@ -297,9 +353,9 @@ mod tests {
         assert_eq!(
             extra,
             [
-                "service1 -> service2 tcp/9999 (r1)",
                 "anywhere (0.0.0.0/0) -> service1 tcp/8080 (r2)",
-                "service1 -> service1 all (r3)"
+                "service1 -> service1 all (r3)",
+                "service1 -> service2 tcp/9999 (r1)"
             ]
         );
         let missing: Vec<String> = a.missing.iter().map(|p| format!("{} -> {}", p.from, p.to)).collect();

@@ -25,7 +25,7 @@ pub struct DownArgs {
 
 /// What `down` did with one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Done {
+pub(crate) enum Done {
     Deleted,
     AlreadyGone,
     NotOwned(Option<String>),
@@ -172,7 +172,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
 }
 
 /// Checks ownership, deletes, and forgets the node in the state (written atomically) before returning.
-async fn remove(ctx: &Ctx, node: &str, console: &Mutex<Console>) -> Result<Done> {
+pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Mutex<Console>) -> Result<Done> {
     let started = Instant::now();
     let record = ctx.state.lock().expect("state lock").get(node).cloned();
     let Some(record) = record else { return Ok(Done::AlreadyGone) };

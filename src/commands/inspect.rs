@@ -48,7 +48,7 @@ fn verdict_text(v: &Verdict) -> String {
         Verdict::NotCreated => "not created".into(),
         Verdict::MissingLive => "MISSING LIVE (deleted outside secep)".into(),
         Verdict::Drifted(fields) => format!("DRIFTED: {}", fields.join("; ")),
-        Verdict::ConfigChanged => "config changed since created".into(),
+        Verdict::ConfigChanged => "config changed".into(),
         Verdict::NotInConfig => "recorded, not in config".into(),
         Verdict::Extra => "EXTRA (tagged for the stack, not recorded)".into(),
     }
@@ -192,7 +192,7 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
     let mut text = format!("Plan for stack {} in {}:\n", i.config.stack.name, i.region);
-    let (mut create, mut update, mut unchanged, mut unsupported) = (0, 0, 0, 0);
+    let (mut create, mut update, mut delete, mut unchanged, mut unsupported) = (0, 0, 0, 0, 0);
     for s in &i.statuses {
         let line = match s.action {
             Action::Create => {
@@ -207,12 +207,17 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
                 update += 1;
                 paint("33", format!("  ~ update     {}  ({})", s.node, verdict_text(&s.verdict)))
             }
+            Action::Delete => {
+                delete += 1;
+                paint("31", format!("  - delete     {}  (no longer in the config)", s.node))
+            }
+            Action::Replace => {
+                unsupported += 1;
+                paint("35", format!("  ! replace    {}  (a field AWS cannot change in place; `up` refuses)", s.node))
+            }
             Action::Unsupported => {
                 unsupported += 1;
-                paint(
-                    "35",
-                    format!("  ! untouched  {}  ({}; not handled by `up` yet)", s.node, verdict_text(&s.verdict)),
-                )
+                paint("35", format!("  ! untouched  {}  ({}; not handled by `up`)", s.node, verdict_text(&s.verdict)))
             }
             Action::NoOp => {
                 unchanged += 1;
@@ -231,7 +236,7 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
     }
     let revoke = i.audit.extra.len();
     text.push_str(&format!(
-        "Plan: {create} to create, {update} to update, {revoke} to revoke, {unchanged} unchanged{}. ({} API calls, {} mutating)",
+        "Plan: {create} to create, {update} to update, {delete} to delete, {revoke} to revoke, {unchanged} unchanged{}. ({} API calls, {} mutating)",
         if unsupported > 0 { format!(", {unsupported} not handled") } else { String::new() },
         i.calls.calls,
         i.calls.mutating
@@ -241,10 +246,10 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
         "command": "plan",
         "stack": i.config.stack.name,
         "region": i.region,
-        "summary": { "create": create, "update": update, "revoke": revoke, "unchanged": unchanged, "unsupported": unsupported },
+        "summary": { "create": create, "update": update, "delete": delete, "revoke": revoke, "unchanged": unchanged, "unsupported": unsupported },
         "nodes": i.statuses,
         "revoke": i.audit.extra.iter().map(|(p, rule)| json!({ "rule_id": rule, "from": p.from, "to": p.to, "ports": p.ports })).collect::<Vec<_>>(),
         "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating },
     }));
-    Ok(if create + update + revoke + unsupported == 0 { exit::OK } else { exit::DIFFERENCES })
+    Ok(if create + update + delete + revoke + unsupported == 0 { exit::OK } else { exit::DIFFERENCES })
 }

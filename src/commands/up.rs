@@ -1,6 +1,7 @@
 //! `secep up`: create whatever the state does not record yet, in dependency order, concurrently where the graph
 //! allows, recording each resource the moment it exists.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, Spec, desired_nodes};
 use crate::output::{Console, short_id};
 use crate::plan::{Action, Verdict, audit, diff};
-use crate::state::StateFile;
+use crate::state::{Record, StateFile};
 use crate::steps::live;
 use crate::steps::{self, Ctx};
 
@@ -43,8 +44,6 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
 
     let azs = resolve_azs(&config, &state, &clients).await?;
     let nodes = desired_nodes(&config, &azs);
-    warn_about_unknown_nodes(&nodes, &state, console);
-    check_unchanged(&nodes, &state)?;
     let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
     // Look at what really exists first (one batched read round): resources deleted or changed behind secep's back
     // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
@@ -53,7 +52,11 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     refuse_unrecorded_twins(&statuses)?;
     let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
     let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
-    let actions = propagate(&nodes, &dag, &statuses);
+    refuse_replacements(&nodes, &statuses)?;
+    let actions: Vec<Action> =
+        nodes.iter().map(|n| statuses.iter().find(|s| s.node == n.id).map_or(Action::Create, |s| s.action)).collect();
+    let removed: Vec<String> = statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
+    let previous = Arc::new(state.nodes().clone());
 
     let state_path = state.path().to_path_buf();
     let ctx = Ctx {
@@ -66,21 +69,41 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
     console_shared.lock().unwrap().start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, &console_shared).await?;
+    let removal_failures = remove_dropped(&ctx, &removed, args.parallelism, stop, &console_shared).await?;
     let nodes = Arc::new(nodes);
     let actions = Arc::new(actions);
     let outcomes = walk(&dag, args.parallelism, stop, |i| {
-        let (ctx, nodes, actions, console) = (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone());
-        async move { apply(&ctx, &nodes[i], actions[i], &console).await }
+        let (ctx, nodes, actions, console, previous) =
+            (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone(), previous.clone());
+        async move { apply(&ctx, &nodes[i], actions[i], &previous, &console).await }
     })
     .await;
     *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
     console.finish_progress();
 
-    report(&config, &ctx, &nodes, &outcomes, revoked, &state_path, started.elapsed(), console, stop)
+    report(
+        &config,
+        &ctx,
+        &nodes,
+        &outcomes,
+        revoked,
+        removed.len(),
+        removal_failures,
+        &state_path,
+        started.elapsed(),
+        console,
+        stop,
+    )
 }
 
 /// Creates, recreates or repairs one node, or leaves it alone, as the diff decided.
-async fn apply(ctx: &Ctx, node: &Node, action: Action, console: &Mutex<Console>) -> Result<(Done, String, Duration)> {
+async fn apply(
+    ctx: &Ctx,
+    node: &Node,
+    action: Action,
+    previous: &BTreeMap<String, Record>,
+    console: &Mutex<Console>,
+) -> Result<(Done, String, Duration)> {
     let started = Instant::now();
     let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
     match (action, recorded) {
@@ -90,12 +113,10 @@ async fn apply(ctx: &Ctx, node: &Node, action: Action, console: &Mutex<Console>)
         }
         (Action::Update, Some(record)) => {
             console.lock().unwrap().progress_message(format!("updating {}", node.id));
-            if let Spec::Service { service, desired_count } = &node.spec {
-                steps::service::update(ctx, &node.deps, service, *desired_count).await?;
-            }
+            let id = update(ctx, node, &record, previous).await?;
             let elapsed = started.elapsed();
-            console.lock().unwrap().step("updated", &node.id, &short_id(&record.id), Some(elapsed));
-            Ok((Done::Updated, record.id, elapsed))
+            console.lock().unwrap().step("updated", &node.id, &short_id(&id), Some(elapsed));
+            Ok((Done::Updated, id, elapsed))
         }
         (_, stale) => {
             console.lock().unwrap().progress_message(format!("creating {}", node.id));
@@ -117,20 +138,87 @@ async fn apply(ctx: &Ctx, node: &Node, action: Action, console: &Mutex<Console>)
     }
 }
 
-/// The diff's actions, plus: a service whose dependency is recreated gets the new id by an update.
-fn propagate(nodes: &[Node], dag: &Dag, statuses: &[crate::plan::NodeStatus]) -> Vec<Action> {
-    let mut actions: Vec<Action> =
-        nodes.iter().map(|n| statuses.iter().find(|s| s.node == n.id).map_or(Action::Create, |s| s.action)).collect();
-    for i in 0..nodes.len() {
-        if actions[i] == Action::Recreate {
-            for &d in dag.dependants(i) {
-                if matches!(nodes[d].spec, Spec::Service { .. }) && actions[d] == Action::NoOp {
-                    actions[d] = Action::Update;
-                }
+/// Applies a change in place and records it: a new task definition revision; a service updated to its new inputs
+/// (and its previous revision deregistered); a Cloud Map TTL; a rule on a new port authorized before the old one is
+/// revoked. Returns the node's (possibly new) id.
+async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<String, Record>) -> Result<String> {
+    let digest = node.spec.digest();
+    let mut new_record = Record { digest: digest.clone(), ..record.clone() };
+    match &node.spec {
+        Spec::Service { service, desired_count } => {
+            steps::service::update(ctx, &node.deps, service, *desired_count).await?;
+            let td_node = format!("td/{service}");
+            let now = ctx.id_of(&td_node)?;
+            if let Some(old) = previous.get(&td_node).filter(|old| old.id != now) {
+                // The service no longer uses the old revision: nothing stray is left behind.
+                steps::delete(ctx, &td_node, old).await?;
             }
         }
+        Spec::TaskDefinition(_) => {
+            new_record = steps::create(ctx, node, None).await?;
+        }
+        Spec::SdService { ttl, .. } => steps::sd_service::update_ttl(ctx, &record.id, *ttl).await?,
+        Spec::IngressRule { .. } => {
+            new_record = steps::create(ctx, node, Some(&record.id)).await?;
+            ctx.state.lock().expect("state lock").record(&node.id, new_record.clone())?;
+            steps::delete(ctx, &node.id, record).await?;
+        }
+        _ => anyhow::bail!("internal error: {} cannot be updated in place", node.id),
     }
-    actions
+    let id = new_record.id.clone();
+    ctx.state.lock().expect("state lock").record(&node.id, new_record)?;
+    Ok(id)
+}
+
+/// Refuses changes AWS cannot make in place, naming each and what replacing it would destroy.
+fn refuse_replacements(nodes: &[Node], statuses: &[crate::plan::NodeStatus]) -> Result<()> {
+    let refused: Vec<String> = nodes
+        .iter()
+        .filter(|n| statuses.iter().any(|s| s.node == n.id && s.action == Action::Replace))
+        .map(|n| format!("  {}", crate::plan::replace_reason(n)))
+        .collect();
+    if !refused.is_empty() {
+        bail!(
+            "the config changes what AWS cannot change in place:\n{}\n  hint: nothing was changed; revert these fields, or rebuild the stack with `secep down` then `secep up` (its endpoints stay the same names)",
+            refused.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Deletes what the config no longer declares (a removed service's chain, a removed call), in teardown order and
+/// with the same ownership check as `down`. Returns how many failed.
+async fn remove_dropped(
+    ctx: &Ctx,
+    removed: &[String],
+    parallelism: usize,
+    stop: &StopFlag,
+    console: &Arc<Mutex<Console>>,
+) -> Result<usize> {
+    if removed.is_empty() {
+        return Ok(0);
+    }
+    let dag = Dag::new(crate::model::recorded_graph(removed))?.reversed();
+    let ids = Arc::new(removed.to_vec());
+    let outcomes = walk(&dag, parallelism, stop, |i| {
+        let (ctx, ids, console) = (ctx.clone(), ids.clone(), console.clone());
+        async move { super::down::remove(&ctx, &ids[i], &console).await }
+    })
+    .await;
+    let mut failed = 0;
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Done(super::down::Done::NotOwned(_)) | Outcome::Skipped { .. } | Outcome::NotStarted => {
+                failed += 1
+            }
+            Outcome::Failed(e) => {
+                console.lock().unwrap().error(e);
+                failed += 1;
+            }
+            Outcome::Done(_) => {}
+        }
+    }
+    Ok(failed)
 }
 
 /// A live resource tagged as one of our nodes but unknown to the state (a crash before the state write): creating
@@ -199,33 +287,6 @@ pub(crate) async fn resolve_azs(config: &Config, state: &StateFile, clients: &Cl
     Ok(zones)
 }
 
-/// Changing a created resource is not supported yet: say so before touching anything.
-fn check_unchanged(nodes: &[Node], state: &StateFile) -> Result<()> {
-    let changed: Vec<&str> = nodes
-        .iter()
-        .filter(|n| state.get(&n.id).is_some_and(|r| r.digest != n.spec.digest()))
-        .map(|n| n.id.as_str())
-        .collect();
-    if !changed.is_empty() {
-        bail!(
-            "the config changed these resources since they were created: {}\n  hint: this secep version creates and tears down but does not yet update in place; revert the change, or run `secep down` and `secep up` again",
-            changed.join(", ")
-        );
-    }
-    Ok(())
-}
-
-fn warn_about_unknown_nodes(nodes: &[Node], state: &StateFile, console: &Console) {
-    let extra: Vec<&str> =
-        state.nodes().keys().filter(|k| !nodes.iter().any(|n| &n.id == *k)).map(String::as_str).collect();
-    if !extra.is_empty() {
-        console.warn(format!(
-            "the state records resources the config no longer declares, left untouched: {}",
-            extra.join(", ")
-        ));
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn report(
     config: &Config,
@@ -233,6 +294,8 @@ fn report(
     nodes: &[Node],
     outcomes: &[Outcome<(Done, String, Duration)>],
     revoked: usize,
+    removed: usize,
+    removal_failures: usize,
     state_path: &std::path::Path,
     elapsed: Duration,
     console: &Console,
@@ -275,6 +338,8 @@ fn report(
         };
         rows.push(json!({ "node": node.id, "kind": node.spec.kind(), "action": action, "id": id, "error": error }));
     }
+    failed += removal_failures;
+    let deleted = removed - removal_failures;
     let ok = failed == 0 && skipped == 0;
     let endpoints: Vec<_> = config
         .services
@@ -296,7 +361,7 @@ fn report(
                 state_path.display()
             ),
         );
-    } else if created + updated + revoked == 0 {
+    } else if created + updated + revoked + deleted == 0 {
         console.status(
             "Up to date",
             format!("all {unchanged} resources match the config; nothing to do ({cost}, {secs:.2}s)"),
@@ -332,7 +397,7 @@ fn report(
         "region": ctx.clients.region,
         "state_file": state_path.display().to_string(),
         "ok": ok,
-        "summary": { "created": created, "updated": updated, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
+        "summary": { "created": created, "updated": updated, "deleted": deleted, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
         "seconds": (secs * 1000.0).round() / 1000.0,
         "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
         "nodes": rows,

@@ -86,3 +86,31 @@ async fn deregister_instances(ctx: &Ctx, service_id: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Changes the A records' TTL in place (Cloud Map UpdateService); ECS registrations are untouched.
+pub async fn update_ttl(ctx: &Ctx, service_id: &str, ttl: u32) -> Result<()> {
+    use aws_sdk_servicediscovery::types::{DnsConfigChange, ServiceChange};
+    let change = ServiceChange::builder()
+        .dns_config(
+            DnsConfigChange::builder()
+                .dns_records(
+                    DnsRecord::builder().r#type(RecordType::A).ttl(i64::from(ttl)).build().context("DNS record")?,
+                )
+                .build()
+                .context("DNS config change")?,
+        )
+        .build();
+    let out = ctx
+        .clients
+        .sd
+        .update_service()
+        .id(service_id)
+        .service(change)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("update the TTL of Cloud Map service {service_id}"), e))?;
+    if let Some(op) = out.operation_id() {
+        super::namespace::wait_for_operation(ctx, op, &format!("update Cloud Map service {service_id}")).await?;
+    }
+    Ok(())
+}

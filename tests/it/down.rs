@@ -147,7 +147,8 @@ async fn down_after_a_partial_up_leaves_nothing() {
 async fn lingering_fargate_enis_are_waited_out() {
     // Regression for hashicorp/terraform-provider-aws#1671 and #3414: groups and subnets refuse deletion with
     // DependencyViolation for a while after the ECS service that used them is gone.
-    let proxy = Proxy::start(&["--strict", "--eni-linger-seconds", "3"]);
+    // A window wide enough that it is still open when the groups are deleted, even on a loaded machine.
+    let proxy = Proxy::start(&["--strict", "--eni-linger-seconds", "8"]);
     let p = Project::from_shipped("secure-endpoints.toml", "linger");
     let aws = aws().await;
     p.secep_at(&proxy.url, &["up"]).success();

@@ -1,6 +1,7 @@
 //! The single integration-test binary: each module is one feature, driven like a user would drive it.
 
 mod config_errors;
+mod converge;
 mod down;
 mod harness;
 mod proxy;

@@ -211,6 +211,10 @@ async fn plan_lists_every_node_as_create_then_nothing_and_never_mutates() {
     p.secep(&["up"]).success();
     let after = p.secep_at(&proxy.url, &["plan"]);
     assert_eq!(after.code, 0, "{}", after.stdout);
-    assert!(after.stdout.contains("Plan: 0 to create, 0 to update, 0 to revoke, 19 unchanged"), "{}", after.stdout);
+    assert!(
+        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 19 unchanged"),
+        "{}",
+        after.stdout
+    );
     assert!(mutating_calls(&proxy).is_empty());
 }
