@@ -61,6 +61,9 @@ enum Command {
         /// Longest wait for an asynchronous Cloud Map operation, in seconds
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         operation_timeout: u64,
+        /// Replace what AWS cannot change in place (VPC CIDR, subnets, namespace name) and everything built on it
+        #[arg(long)]
+        allow_replace: bool,
     },
     /// Show every resource as desired (config), recorded (state) and live (AWS), service health, and who can reach
     /// whom according to the live security group rules; exit 2 when anything differs
@@ -117,10 +120,11 @@ async fn run(cli: Cli) -> u8 {
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
-        Command::Up { parallelism, operation_timeout } => {
+        Command::Up { parallelism, operation_timeout, allow_replace } => {
             let args = commands::up::UpArgs {
                 parallelism: usize::from(parallelism),
                 operation_timeout: Duration::from_secs(operation_timeout),
+                allow_replace,
             };
             commands::up::run(&common, &args, &mut console, &stop).await
         }

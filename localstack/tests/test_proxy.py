@@ -237,12 +237,14 @@ class TestThrottling(ProxyTestCase):
         self.ecs.create_cluster(clusterName=f"thr-{uid()}")  # ecs-mutating is unlimited
 
     def test_cloud_map_read_bucket_refills(self):
-        admin({"throttle": {"sd-read": "20:1"}})
+        # 1 token/s: the second call comes well within a second even on a loaded machine (at 20/s, a 50 ms gap
+        # under load refilled the bucket and made this test flaky).
+        admin({"throttle": {"sd-read": "1:1"}})
         self.sd.list_namespaces()
         with self.assertRaises(ClientError) as ctx:
             self.sd.list_namespaces()
         self.assertEqual(error_of(ctx)[:2], ("ThrottlingException", 400))
-        time.sleep(0.2)  # 20 tokens/s refill
+        time.sleep(1.1)  # one token refilled
         self.sd.list_namespaces()
 
     def test_cloud_map_discover_instances_uses_request_limit_exceeded(self):

@@ -23,6 +23,8 @@ use crate::steps::{self, Ctx};
 pub struct UpArgs {
     pub parallelism: usize,
     pub operation_timeout: Duration,
+    /// Replace what AWS cannot change in place (and everything built on it) instead of refusing.
+    pub allow_replace: bool,
 }
 
 /// What `up` did with one node.
@@ -52,10 +54,23 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     refuse_unrecorded_twins(&statuses)?;
     let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
     let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
-    refuse_replacements(&nodes, &statuses)?;
-    let actions: Vec<Action> =
-        nodes.iter().map(|n| statuses.iter().find(|s| s.node == n.id).map_or(Action::Create, |s| s.action)).collect();
-    let removed: Vec<String> = statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
+    let replaced = if args.allow_replace { replacement_set(&nodes, &dag, &statuses, &state) } else { Vec::new() };
+    if !args.allow_replace {
+        refuse_replacements(&nodes, &statuses)?;
+    }
+    // Replaced nodes are deleted first (with what is dropped from the config), then created like new ones.
+    let actions: Vec<Action> = nodes
+        .iter()
+        .map(|n| {
+            if replaced.contains(&n.id) {
+                return Action::Create;
+            }
+            statuses.iter().find(|s| s.node == n.id).map_or(Action::Create, |s| s.action)
+        })
+        .collect();
+    let mut removed: Vec<String> =
+        statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
+    removed.extend(replaced.iter().cloned());
     let previous = Arc::new(state.nodes().clone());
 
     let state_path = state.path().to_path_buf();
@@ -170,6 +185,21 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
     Ok(id)
 }
 
+/// With --allow-replace: each node whose change needs a replacement, plus every recorded node built on it
+/// (transitively), since those cannot outlive it.
+fn replacement_set(nodes: &[Node], dag: &Dag, statuses: &[crate::plan::NodeStatus], state: &StateFile) -> Vec<String> {
+    let mut set = std::collections::BTreeSet::new();
+    let mut stack: Vec<usize> = (0..nodes.len())
+        .filter(|&i| statuses.iter().any(|s| s.node == nodes[i].id && s.action == Action::Replace))
+        .collect();
+    while let Some(i) = stack.pop() {
+        if state.get(&nodes[i].id).is_some() && set.insert(nodes[i].id.clone()) {
+            stack.extend(dag.dependants(i).iter().copied());
+        }
+    }
+    set.into_iter().collect()
+}
+
 /// Refuses changes AWS cannot make in place, naming each and what replacing it would destroy.
 fn refuse_replacements(nodes: &[Node], statuses: &[crate::plan::NodeStatus]) -> Result<()> {
     let refused: Vec<String> = nodes
@@ -179,7 +209,7 @@ fn refuse_replacements(nodes: &[Node], statuses: &[crate::plan::NodeStatus]) -> 
         .collect();
     if !refused.is_empty() {
         bail!(
-            "the config changes what AWS cannot change in place:\n{}\n  hint: nothing was changed; revert these fields, or rebuild the stack with `secep down` then `secep up` (its endpoints stay the same names)",
+            "the config changes what AWS cannot change in place:\n{}\n  hint: nothing was changed; revert these fields, or run `secep up --allow-replace` to delete and recreate them and what is built on them (`secep plan` lists it)",
             refused.join("\n")
         );
     }

@@ -276,3 +276,53 @@ async fn changes_aws_cannot_make_in_place_are_refused_by_name() {
     );
     assert_eq!(std::fs::read_to_string(s.p.state_path()).unwrap(), before, "nothing was changed");
 }
+
+#[tokio::test]
+async fn allow_replace_rebuilds_what_cannot_change_in_place() {
+    let s = Stack::up("conv-replace").await;
+    let old_ns = s.p.namespace.clone();
+    let new_ns = format!("new-{}", s.p.namespace);
+    s.p.write_config(&BASE.replace("{stack}", &s.p.stack).replace("{namespace}", &new_ns));
+    let refused = s.p.secep(&["up"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("namespace: the namespace name") && refused.stderr.contains("--allow-replace"),
+        "{}",
+        refused.stderr
+    );
+
+    let up = s.p.secep(&["up", "--allow-replace"]).success();
+    assert!(up.stderr.contains("deleted namespace") && up.stderr.contains("created namespace"), "{}", up.stderr);
+    let names: Vec<String> = s
+        .aws
+        .sd
+        .list_namespaces()
+        .send()
+        .await
+        .unwrap()
+        .namespaces()
+        .iter()
+        .filter_map(|n| n.name())
+        .map(str::to_string)
+        .collect();
+    assert!(names.contains(&new_ns) && !names.contains(&old_ns), "{names:?}");
+    // Every ECS service is registered in a Cloud Map service of the new namespace.
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.p.state_path()).unwrap()).unwrap();
+    for svc in ["web", "api", "db"] {
+        let registry = s.service(svc).await.service_registries()[0].registry_arn().unwrap().to_string();
+        let sd = s.aws.sd.get_service().id(registry.rsplit('/').next().unwrap()).send().await.unwrap();
+        assert_eq!(sd.service().unwrap().namespace_id(), state["nodes"]["namespace"]["id"].as_str(), "{svc}");
+        let url = s
+            .container("web")
+            .await
+            .environment()
+            .iter()
+            .find(|kv| kv.name() == Some("API_URL"))
+            .unwrap()
+            .value()
+            .unwrap()
+            .to_string();
+        assert!(url.ends_with(&format!("{new_ns}:9000")), "{url}");
+    }
+    assert_eq!(s.p.secep(&["status"]).code, 0);
+}
