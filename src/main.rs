@@ -43,6 +43,9 @@ struct GlobalArgs {
     /// Attempts per AWS call, retries of throttling and 5xx errors included
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     max_attempts: Option<u32>,
+    /// Break the state lock of a hung secep (only when you are sure it is not running)
+    #[arg(long, global = true)]
+    force_unlock: bool,
     /// Print a machine-readable result on stdout
     #[arg(long, global = true)]
     json: bool,
@@ -115,6 +118,7 @@ async fn run(cli: Cli) -> u8 {
             endpoint_url: g.endpoint_url,
             max_attempts: g.max_attempts,
         },
+        force_unlock: g.force_unlock,
     };
     let mut console = Console::new(g.json);
     let stop = StopFlag::default();

@@ -33,7 +33,7 @@ pub(crate) enum Done {
 
 pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
-    let Opened { config, clients, mut state } = open(common, console).await?;
+    let Opened { config, clients, mut state, lock } = open(common, console, true).await?;
     let stack = config.stack.name.clone();
     if args.adopt {
         let found = discover::tagged(&clients, &stack).await?;
@@ -60,6 +60,9 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         };
         console.status("Nothing", format!("to delete: {} records no resources{hint}", state.path().display()));
         state.remove_file()?;
+        if let Some(lock) = lock {
+            lock.release();
+        }
         console.json(&json!({ "command": "down", "stack": stack, "ok": true, "summary": { "deleted": 0, "already_gone": 0, "not_owned": 0, "failed": 0, "skipped": 0 }, "nodes": [] }));
         return Ok(exit::OK);
     }
@@ -162,6 +165,13 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         "seconds": (secs * 1000.0).round() / 1000.0,
         "nodes": rows,
     }));
+    if let Some(lock) = lock {
+        lock.release();
+    }
+    if everything_gone {
+        // Nothing is left to guard; a later `up` starts a new lifecycle with a new lock file.
+        let _ = std::fs::remove_file(crate::state::lock_path(&state_path));
+    }
     Ok(if stop.is_stopped() {
         exit::INTERRUPTED
     } else if ok {

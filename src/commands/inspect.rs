@@ -25,7 +25,7 @@ struct Inspection {
 }
 
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
-    let Opened { config, clients, state } = open(common, console).await?;
+    let Opened { config, clients, state, .. } = open(common, console, false).await?;
     let azs = resolve_azs(&config, &state, &clients).await?;
     let nodes = desired_nodes(&config, &azs);
     let live = live::read(&clients, &config.stack.name, &state).await?;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::aws::{Clients, Target};
 use crate::config::Config;
 use crate::output::Console;
-use crate::state::{self, StateFile};
+use crate::state::{self, StateFile, StateLock};
 
 /// The flags every command shares.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct Common {
     pub config: PathBuf,
     pub state: Option<PathBuf>,
     pub target: Target,
+    /// Break a lock held by a hung secep.
+    pub force_unlock: bool,
 }
 
 /// Exit codes, documented in the README.
@@ -35,9 +37,12 @@ pub struct Opened {
     pub config: Config,
     pub clients: Clients,
     pub state: StateFile,
+    /// Held by state-changing commands for their whole run.
+    pub lock: Option<StateLock>,
 }
 
-pub async fn open(common: &Common, console: &Console) -> Result<Opened> {
+/// `lock`: take the state's exclusive lock (commands that change the stack), before anything is read.
+pub async fn open(common: &Common, console: &Console, lock: bool) -> Result<Opened> {
     let config = Config::load(&common.config)?;
     let mut target = common.target.clone();
     if target.region.is_none() {
@@ -45,8 +50,13 @@ pub async fn open(common: &Common, console: &Console) -> Result<Opened> {
     }
     let clients = Clients::connect(&target).await?;
     let path = common.state.clone().unwrap_or_else(|| state::default_path(&config.stack.name));
+    let lock = if lock { Some(StateLock::acquire(&path, common.force_unlock)?) } else { None };
+    if let Some((pid, age)) = lock.as_ref().and_then(|l| l.stale) {
+        console.warn(format!(
+            "the previous run on this stack (pid {pid}, started {age}s ago) ended without finishing; what it created is recorded, and this run continues from there"
+        ));
+    }
     let state = StateFile::open(&path, &config.stack.name, &clients.region)?;
     tracing::debug!(state = %path.display(), region = %clients.region, "opened");
-    let _ = console;
-    Ok(Opened { config, clients, state })
+    Ok(Opened { config, clients, state, lock })
 }

@@ -38,7 +38,7 @@ enum Done {
 
 pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
-    let Opened { config, clients, state } = open(common, console).await?;
+    let Opened { config, clients, state, lock } = open(common, console, true).await?;
     console.status(
         "Deploying",
         format!("stack {} to {} (config {})", config.stack.name, clients.region, config.path.display()),
@@ -96,7 +96,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
     console.finish_progress();
 
-    report(
+    let code = report(
         &config,
         &ctx,
         &nodes,
@@ -108,7 +108,11 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
         started.elapsed(),
         console,
         stop,
-    )
+    );
+    if let Some(lock) = lock {
+        lock.release();
+    }
+    code
 }
 
 /// Creates, recreates or repairs one node, or leaves it alone, as the diff decided.

@@ -1,6 +1,8 @@
 //! The local record of what secep created: for each node, its AWS id/ARN and the digest of the spec it was created
 //! from. Written atomically (temp file, fsync, rename, fsync of the folder) after every change, mode 0600.
 
+mod lock;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -61,6 +63,11 @@ pub enum StateError {
     OtherRegion { path: PathBuf, stack: String, recorded: String, requested: String },
     #[error("cannot write state file {}: {reason}", path.display())]
     Write { path: PathBuf, reason: String },
+    #[error(
+        "another secep is working on this stack ({holder}): {} is locked\n  hint: wait for it to finish; if that process hangs, stop it, or pass --force-unlock",
+        path.display()
+    )]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// The state file on disk and its content in memory.
@@ -70,6 +77,8 @@ pub struct StateFile {
     doc: StateDoc,
     on_disk: bool,
 }
+
+pub use lock::{StateLock, lock_path};
 
 /// The default location: `.secep/<stack>.state.json` under the working directory.
 pub fn default_path(stack: &str) -> PathBuf {
@@ -161,8 +170,9 @@ impl StateFile {
         Ok(())
     }
 
-    /// Removes the file; only once every recorded resource is gone.
+    /// Removes the file (and its backup); only once every recorded resource is gone.
     pub fn remove_file(&mut self) -> Result<(), StateError> {
+        let _ = fs::remove_file(backup_path(&self.path));
         match fs::remove_file(&self.path) {
             Ok(()) => {
                 self.on_disk = false;
@@ -186,6 +196,7 @@ impl StateFile {
         let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(&dir).map_err(err)?;
         tmp.write_all(&json).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
+        self.keep_backup(&dir).map_err(err)?;
         tmp.persist(&self.path).map_err(|e| err(e.error))?;
         // Make the rename itself durable.
         fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
@@ -201,6 +212,29 @@ fn new_nonce(stack: &str) -> String {
     let local = 0u8;
     let seed = format!("{stack}/{}/{}/{:p}", now.as_nanos(), std::process::id(), &local);
     Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl StateFile {
+    /// The previous version, kept as `<state>.bak` (itself written atomically) before each write: a hand edit or a
+    /// bug never costs more than one step.
+    fn keep_backup(&self, dir: &Path) -> std::io::Result<()> {
+        let previous = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(dir)?;
+        tmp.write_all(&previous)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(backup_path(&self.path)).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+pub fn backup_path(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".bak");
+    state.with_file_name(name)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -230,6 +264,12 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let again = StateFile::open(&path, "s", "us-east-1").unwrap();
         assert_eq!(again.get("vpc").unwrap().id, "vpc-1");
+        state.record("subnet/a", record("subnet-1")).unwrap();
+        let backup: StateDoc = serde_json::from_str(&fs::read_to_string(backup_path(&path)).unwrap()).unwrap();
+        assert!(
+            backup.nodes.contains_key("vpc") && !backup.nodes.contains_key("subnet/a"),
+            "the backup is the previous version"
+        );
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))

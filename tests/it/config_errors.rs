@@ -116,6 +116,14 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
         ("desired count", "port = 9090", "port = 9090\ndesired_count = -1", "-1 is out of range"),
         ("TTL", "port = 9090", "port = 9090\ndns_ttl = -5", "-5 is not a valid DNS TTL"),
         ("TOML syntax", "max_azs = 2", "max_azs = = 2", "invalid TOML"),
+        ("empty AZ list", "max_azs = 2", "azs = []", "network.azs: is empty"),
+        (
+            "stack not a table",
+            "[stack]\nname = \"{stack}\"\n",
+            "stack = \"x\"\n",
+            "stack: expected a table, found string",
+        ),
+        ("AZs vs max_azs", "max_azs = 2", "max_azs = 2\nazs = [\"us-east-1a\"]", "lists 1 zones but max_azs is 2"),
         ("callee not declared", "[services.api]\nimage = \"api-image\"\nport = 9090\n", "", "unknown service `api`"),
     ];
     let mut failures = Vec::new();

@@ -117,8 +117,18 @@ impl Project {
 
     /// Runs secep in the project folder with test credentials and only the given endpoint.
     pub fn secep_at(&self, endpoint: &str, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_secep"))
-            .args(args)
+        let out = self.command(endpoint, args).output().expect("run secep");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command `secep_at` runs, for tests that start it in the background or change its environment.
+    pub fn command(&self, endpoint: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_secep"));
+        cmd.args(args)
             .args(["--endpoint-url", endpoint])
             .current_dir(self.dir.path())
             .env_clear()
@@ -130,13 +140,9 @@ impl Project {
             .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
             .env("NO_COLOR", "1")
-            .output()
-            .expect("run secep");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            // Never let the credential chain look for an instance metadata service: loopback traffic only.
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
     }
 }
 

@@ -5,5 +5,6 @@ mod converge;
 mod down;
 mod harness;
 mod proxy;
+mod robustness;
 mod status;
 mod up;
