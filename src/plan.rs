@@ -34,6 +34,8 @@ pub enum Verdict {
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     Create,
+    /// Record a live resource tagged as this node that the state lost (a run killed between create and record).
+    Adopt,
     /// Recreate a resource deleted behind secep's back.
     Recreate,
     /// Put a drifted resource back in place (an ECS service: UpdateService).
@@ -105,6 +107,7 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
         let live_node = live.nodes.get(&node.id);
         let (verdict, action) = match (recorded, live_node) {
             (None, None) => (Verdict::NotCreated, Action::Create),
+            (None, Some(l)) if l.tagged => (Verdict::Extra, Action::Adopt),
             (None, Some(_)) => (Verdict::Extra, Action::Unsupported),
             (Some(_), None) => (Verdict::MissingLive, Action::Recreate),
             (Some(r), Some(_)) if r.digest != node.spec.digest() => (Verdict::ConfigChanged, change_action(&node.spec)),

@@ -77,6 +77,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         stack: stack.clone(),
         state: Arc::new(Mutex::new(state)),
         operation_timeout: args.operation_timeout,
+        created: Default::default(),
         dependency_timeout: args.dependency_timeout,
     };
     let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));

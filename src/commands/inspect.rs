@@ -199,6 +199,16 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
                 create += 1;
                 paint("32", format!("  + create     {}", s.node))
             }
+            Action::Adopt => {
+                update += 1;
+                paint(
+                    "33",
+                    format!(
+                        "  ~ adopt      {}  (tagged for the stack, not recorded: an interrupted run made it)",
+                        s.node
+                    ),
+                )
+            }
             Action::Recreate => {
                 create += 1;
                 paint("32", format!("  + recreate   {}  (deleted outside secep)", s.node))

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::{Common, Opened, exit, open};
@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, Spec, desired_nodes};
 use crate::output::{Console, short_id};
-use crate::plan::{Action, Verdict, audit, diff};
+use crate::plan::{Action, audit, diff};
 use crate::state::{Record, StateFile};
 use crate::steps::live;
 use crate::steps::{self, Ctx};
@@ -33,6 +33,7 @@ enum Done {
     Created,
     Recreated,
     Updated,
+    Adopted,
     Unchanged,
 }
 
@@ -51,7 +52,6 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
     let live = live::read(&clients, &config.stack.name, &state).await?;
     let statuses = diff(&nodes, &state, &live);
-    refuse_unrecorded_twins(&statuses)?;
     let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
     let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
     let replaced = if args.allow_replace { replacement_set(&nodes, &dag, &statuses, &state) } else { Vec::new() };
@@ -72,6 +72,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
         statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
     removed.extend(replaced.iter().cloned());
     let previous = Arc::new(state.nodes().clone());
+    let adopted = Arc::new(live.nodes.clone());
 
     let state_path = state.path().to_path_buf();
     let ctx = Ctx {
@@ -79,6 +80,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
         stack: config.stack.name.clone(),
         state: Arc::new(Mutex::new(state)),
         operation_timeout: args.operation_timeout,
+        created: Default::default(),
         dependency_timeout: args.operation_timeout,
     };
     let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
@@ -88,9 +90,9 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
     let nodes = Arc::new(nodes);
     let actions = Arc::new(actions);
     let outcomes = walk(&dag, args.parallelism, stop, |i| {
-        let (ctx, nodes, actions, console, previous) =
-            (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone(), previous.clone());
-        async move { apply(&ctx, &nodes[i], actions[i], &previous, &console).await }
+        let (ctx, nodes, actions, console, previous, adopted) =
+            (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone(), previous.clone(), adopted.clone());
+        async move { apply(&ctx, &nodes[i], actions[i], &previous, &adopted, &console).await }
     })
     .await;
     *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
@@ -121,11 +123,23 @@ async fn apply(
     node: &Node,
     action: Action,
     previous: &BTreeMap<String, Record>,
+    adopted: &BTreeMap<String, crate::steps::live::LiveNode>,
     console: &Mutex<Console>,
 ) -> Result<(Done, String, Duration)> {
     let started = Instant::now();
     let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
     match (action, recorded) {
+        (Action::Adopt, None) => {
+            let live = adopted
+                .get(&node.id)
+                .cloned()
+                .with_context(|| format!("internal error: nothing to adopt for {}", node.id))?;
+            let arn = live.id.starts_with("arn:").then(|| live.id.clone());
+            let record = Record { id: live.id.clone(), arn, digest: node.spec.digest() };
+            ctx.state.lock().expect("state lock").record(&node.id, record)?;
+            console.lock().unwrap().step("adopted", &node.id, &short_id(&live.id), Some(started.elapsed()));
+            Ok((Done::Adopted, live.id, started.elapsed()))
+        }
         (Action::NoOp | Action::Unsupported, Some(record)) => {
             console.lock().unwrap().skip_step();
             Ok((Done::Unchanged, record.id, Duration::ZERO))
@@ -255,23 +269,6 @@ async fn remove_dropped(
     Ok(failed)
 }
 
-/// A live resource tagged as one of our nodes but unknown to the state (a crash before the state write): creating
-/// it again would make a twin, so stop and say how to recover.
-fn refuse_unrecorded_twins(statuses: &[crate::plan::NodeStatus]) -> Result<()> {
-    let twins: Vec<String> = statuses
-        .iter()
-        .filter(|s| s.desired && s.verdict == Verdict::Extra)
-        .map(|s| format!("{} ({})", s.node, s.live.as_deref().map(short_id).unwrap_or_default()))
-        .collect();
-    if !twins.is_empty() {
-        bail!(
-            "these resources exist and are tagged for this stack, but the state does not record them: {}\n  hint: an earlier run stopped between creating and recording them; `secep down --adopt` removes them, then run `secep up` again",
-            twins.join(", ")
-        );
-    }
-    Ok(())
-}
-
 /// Revokes live ingress rules on the stack's groups that no `calls` entry declares.
 async fn revoke_undeclared(
     ctx: &Ctx,
@@ -337,6 +334,7 @@ fn report(
 ) -> Result<u8> {
     let mut rows = Vec::new();
     let (mut created, mut updated, mut unchanged, mut failed, mut skipped) = (0, 0, 0, 0, 0);
+    let mut adopted_count = 0;
     for (node, outcome) in nodes.iter().zip(outcomes) {
         let (action, id, error) = match outcome {
             Outcome::Done((Done::Created, id, _)) => {
@@ -346,6 +344,10 @@ fn report(
             Outcome::Done((Done::Recreated, id, _)) => {
                 created += 1;
                 ("recreated", Some(id.clone()), None)
+            }
+            Outcome::Done((Done::Adopted, id, _)) => {
+                adopted_count += 1;
+                ("adopted", Some(id.clone()), None)
             }
             Outcome::Done((Done::Updated, id, _)) => {
                 updated += 1;
@@ -395,7 +397,7 @@ fn report(
                 state_path.display()
             ),
         );
-    } else if created + updated + revoked + deleted == 0 {
+    } else if created + updated + revoked + deleted + adopted_count == 0 {
         console.status(
             "Up to date",
             format!("all {unchanged} resources match the config; nothing to do ({cost}, {secs:.2}s)"),
@@ -431,7 +433,7 @@ fn report(
         "region": ctx.clients.region,
         "state_file": state_path.display().to_string(),
         "ok": ok,
-        "summary": { "created": created, "updated": updated, "deleted": deleted, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
+        "summary": { "created": created, "adopted": adopted_count, "updated": updated, "deleted": deleted, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
         "seconds": (secs * 1000.0).round() / 1000.0,
         "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
         "nodes": rows,

@@ -190,13 +190,16 @@ async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
 
 async fn cloud_map(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
     let sd = &clients.sd;
+    // Tags of a resource; none when it was deleted meanwhile (another stack tearing down in the same account).
     let tags_of = |arn: String| async move {
-        sd.list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map(|o| o.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect::<BTreeMap<_, _>>())
-            .map_err(|e| api_error(format!("read tags of {arn}"), e))
+        let out = sd.list_tags_for_resource().resource_arn(&arn).send().await;
+        match out.map_err(|e| api_error(format!("read tags of {arn}"), e)) {
+            Ok(o) => {
+                Ok(o.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect::<BTreeMap<_, _>>())
+            }
+            Err(e) if super::error_code(&e) == Some("ResourceNotFoundException") => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
     };
     let mut pages = sd.list_namespaces().into_paginator().send();
     let mut namespaces = Vec::new();

@@ -169,6 +169,14 @@ async fn read_ec2(
         }
     }
     who.place(&mut live, found);
+    // group id → service name, for naming rules between the stack's own groups.
+    let service_of: BTreeMap<String, String> = live
+        .nodes
+        .iter()
+        .filter_map(|(node, l)| {
+            node.strip_prefix("sg/").filter(|s| !s.contains('#')).map(|s| (l.id.clone(), s.to_string()))
+        })
+        .collect();
     if group_ids.is_empty() {
         return Ok(live);
     }
@@ -202,6 +210,17 @@ async fn read_ec2(
         if let Some(node) = recorded_rules.get(rule_id) {
             live.nodes
                 .insert(node.clone(), LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
+        } else if let (Some(callee), Some(Source::Group(g))) =
+            (service_of.get(group_id), live.rules.last().map(|r| &r.source))
+        {
+            // A rule between two of the stack's groups that the state does not know: an interrupted run made it.
+            if let Some(caller) = service_of.get(g.as_str()) {
+                let node = crate::model::rule_id(caller, callee);
+                if !who.nodes.contains(&node) && !live.nodes.contains_key(&node) {
+                    live.nodes
+                        .insert(node, LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
+                }
+            }
         }
     }
     Ok(live)

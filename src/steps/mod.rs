@@ -37,6 +37,8 @@ pub struct Ctx {
     pub operation_timeout: Duration,
     /// Upper bound for waiting out DependencyViolation / ResourceInUse while tearing down (lingering ENIs).
     pub dependency_timeout: Duration,
+    /// Nodes created by this run: what they contain cannot predate it, so no lookup for leftovers is needed there.
+    pub created: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Ctx {
@@ -92,6 +94,7 @@ pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<R
             service::create(ctx, &node.id, &node.deps, service, *desired_count, &token_seed).await
         }
     }?;
+    ctx.created.lock().expect("created lock").insert(node.id.clone());
     Ok(Record { id: created.id, arn: created.arn, digest })
 }
 

@@ -23,7 +23,23 @@ pub async fn create(ctx: &Ctx, node: &str, name: &str, digest: &str) -> Result<C
         .set_tags(Some(sd_tags(ctx, node, name)?))
         .send()
         .await
-        .map_err(|e| api_error(format!("create private DNS namespace {name} in {vpc_id}"), e))?;
+        .map_err(|e| api_error(format!("create private DNS namespace {name} in {vpc_id}"), e));
+    let out = match out {
+        Ok(out) => out,
+        // An interrupted run created it and could not record it: take it back if it is ours.
+        Err(e)
+            if matches!(
+                super::error_code(&e),
+                Some("ConflictingDomainExists" | "NamespaceAlreadyExists" | "DuplicateRequest")
+            ) =>
+        {
+            return match find_ours(ctx, name).await? {
+                Some(found) => Ok(found),
+                None => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let operation_id = out.operation_id().unwrap_or_default().to_string();
     let namespace_id = wait_for_operation(ctx, &operation_id, &format!("namespace {name}")).await?;
     let ns = ctx
@@ -36,6 +52,22 @@ pub async fn create(ctx: &Ctx, node: &str, name: &str, digest: &str) -> Result<C
         .map_err(|e| api_error(format!("read namespace {namespace_id}"), e))?;
     let arn = ns.namespace().and_then(|n| n.arn()).map(str::to_string);
     Ok(Created { id: namespace_id, arn })
+}
+
+/// The stack's namespace of this name, if one exists (tagged for this stack).
+async fn find_ours(ctx: &Ctx, name: &str) -> Result<Option<Created>> {
+    let mut pages = ctx.clients.sd.list_namespaces().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for ns in page.map_err(|e| api_error("list Cloud Map namespaces", e))?.namespaces() {
+            if let (Some(n), Some(id), Some(arn)) = (ns.name(), ns.id(), ns.arn())
+                && n == name
+                && owner_of_arn(ctx, arn).await? == Owner::Us
+            {
+                return Ok(Some(Created { id: id.to_string(), arn: Some(arn.to_string()) }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Polls a Cloud Map operation until it succeeds, returning its namespace target.

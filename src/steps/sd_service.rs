@@ -9,6 +9,12 @@ use crate::model::idempotency_token;
 
 pub async fn create(ctx: &Ctx, node: &str, name: &str, ttl: u32, digest: &str) -> Result<Created> {
     let namespace_id = ctx.id_of("namespace")?;
+    // In a namespace older than this run, an interrupted run may have created this service without recording it.
+    if !ctx.created.lock().expect("created lock").contains("namespace")
+        && let Some(found) = find_ours(ctx, &namespace_id, name).await?
+    {
+        return Ok(found);
+    }
     let dns = DnsConfig::builder()
         .routing_policy(RoutingPolicy::Multivalue)
         .dns_records(DnsRecord::builder().r#type(RecordType::A).ttl(i64::from(ttl)).build().context("DNS record")?)
@@ -113,4 +119,41 @@ pub async fn update_ttl(ctx: &Ctx, service_id: &str, ttl: u32) -> Result<()> {
         super::namespace::wait_for_operation(ctx, op, &format!("update Cloud Map service {service_id}")).await?;
     }
     Ok(())
+}
+
+/// The stack's Cloud Map service of this name in the namespace, if one exists.
+async fn find_ours(ctx: &Ctx, namespace_id: &str, name: &str) -> Result<Option<Created>> {
+    let filter = aws_sdk_servicediscovery::types::ServiceFilter::builder()
+        .name(aws_sdk_servicediscovery::types::ServiceFilterName::NamespaceId)
+        .values(namespace_id)
+        .build()?;
+    let mut pages = ctx.clients.sd.list_services().filters(filter).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for s in page.map_err(|e| api_error(format!("list the services of {namespace_id}"), e))?.services() {
+            let (Some(id), Some(arn)) = (s.id(), s.arn()) else { continue };
+            if s.name() != Some(name) {
+                continue;
+            }
+            // Some emulators ignore the namespace filter: check the namespace and the owner.
+            let full = match ctx
+                .clients
+                .sd
+                .get_service()
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("read {id}"), e))
+            {
+                Ok(full) => full,
+                Err(e) if error_code(&e) == Some("ServiceNotFound") => continue, // deleted meanwhile
+                Err(e) => return Err(e),
+            };
+            if full.service().and_then(|s| s.namespace_id()) == Some(namespace_id)
+                && super::namespace::owner_of_arn(ctx, arn).await? == Owner::Us
+            {
+                return Ok(Some(Created { id: id.to_string(), arn: Some(arn.to_string()) }));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -9,6 +9,10 @@ use super::{Created, Ctx, Deleted, Owner, api_error, ecs_tags, error_code, owner
 use crate::model::TaskDefinitionSpec;
 
 pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Created> {
+    // An interrupted run may have registered this very revision without recording it: reuse it, never a twin.
+    if let Some(arn) = find_identical(ctx, td).await? {
+        return Ok(Created { id: arn.clone(), arn: Some(arn) });
+    }
     let environment = td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
     let container = ContainerDefinition::builder()
         .name(&td.service)
@@ -68,4 +72,44 @@ pub async fn delete(ctx: &Ctx, arn: &str) -> Result<Deleted> {
         Err(e) if error_code(&e) == Some("ClientException") => Ok(Deleted::AlreadyGone),
         Err(e) => Err(e),
     }
+}
+
+/// The newest ACTIVE revision of the family, if it is this stack's and has exactly the spec's content.
+async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<Option<String>> {
+    let listed = ctx
+        .clients
+        .ecs
+        .list_task_definitions()
+        .family_prefix(&td.family)
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .sort(aws_sdk_ecs::types::SortOrder::Desc)
+        .max_results(1)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("list revisions of {}", td.family), e))?;
+    let Some(arn) = listed.task_definition_arns().first() else { return Ok(None) };
+    let out = ctx
+        .clients
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read task definition {arn}"), e))?;
+    let Some(live) = out.task_definition() else { return Ok(None) };
+    let container = live.container_definitions().first();
+    let environment: std::collections::BTreeMap<String, String> = container
+        .map(|c| {
+            c.environment().iter().filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string()))).collect()
+        })
+        .unwrap_or_default();
+    let same = owner_from_tag(ctx, super::service::stack_tag(out.tags())) == Owner::Us
+        && container.and_then(|c| c.image()) == Some(td.image.as_str())
+        && container.and_then(|c| c.port_mappings().first()).and_then(|p| p.container_port())
+            == Some(i32::from(td.port))
+        && live.cpu() == Some(td.cpu.to_string().as_str())
+        && live.memory() == Some(td.memory.to_string().as_str())
+        && environment == td.environment;
+    Ok(same.then(|| arn.clone()))
 }

@@ -4,6 +4,7 @@ mod config_errors;
 mod converge;
 mod down;
 mod harness;
+mod kill;
 mod proxy;
 mod robustness;
 mod status;

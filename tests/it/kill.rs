@@ -1,0 +1,181 @@
+//! The kill test: SIGKILL `up` right after its Kth mutating call returns, for every K of the seed config and for
+//! sampled K of a 10-service mesh; run `up` again and count every kind live. Zero duplicates, then `down` leaves zero.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ecs::types::TaskDefinitionStatus;
+
+use crate::harness::{Aws, Project, Proxy, aws, ec2_filter};
+
+/// How many of each kind the stack has live, counted with describes (never from the state file).
+async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
+    let tagged = || ec2_filter("tag:secep:stack", &p.stack);
+    let mut c = BTreeMap::new();
+    c.insert("vpc", aws.ec2.describe_vpcs().filters(tagged()).send().await.unwrap().vpcs().len());
+    c.insert("subnet", aws.ec2.describe_subnets().filters(tagged()).send().await.unwrap().subnets().len());
+    let groups = aws.ec2.describe_security_groups().filters(tagged()).send().await.unwrap();
+    c.insert("security group", groups.security_groups().len());
+    c.insert(
+        "ingress rule",
+        groups
+            .security_groups()
+            .iter()
+            .map(|g| g.ip_permissions().iter().map(|p| p.user_id_group_pairs().len()).sum::<usize>())
+            .sum(),
+    );
+    let clusters = aws.ecs.describe_clusters().clusters(&p.stack).send().await.unwrap();
+    c.insert("cluster", clusters.clusters().iter().filter(|c| c.status() == Some("ACTIVE")).count());
+    let arns =
+        aws.ecs.list_services().cluster(&p.stack).send().await.map(|o| o.service_arns().to_vec()).unwrap_or_default();
+    let mut active = 0;
+    for batch in arns.chunks(10) {
+        let out =
+            aws.ecs.describe_services().cluster(&p.stack).set_services(Some(batch.to_vec())).send().await.unwrap();
+        active += out.services().iter().filter(|s| s.status() == Some("ACTIVE")).count();
+    }
+    c.insert("ecs service", active);
+    let families = aws.ecs.list_task_definition_families().family_prefix(format!("{}-", p.stack)).send().await.unwrap();
+    let mut revisions = 0;
+    for family in families.families() {
+        revisions += aws
+            .ecs
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .unwrap()
+            .task_definition_arns()
+            .len();
+    }
+    c.insert("task definition", revisions);
+    let namespaces: Vec<String> = aws
+        .sd
+        .list_namespaces()
+        .send()
+        .await
+        .unwrap()
+        .namespaces()
+        .iter()
+        .filter(|n| n.name() == Some(p.namespace.as_str()))
+        .filter_map(|n| n.id())
+        .map(str::to_string)
+        .collect();
+    c.insert("namespace", namespaces.len());
+    let mut sd = 0;
+    for s in aws.sd.list_services().send().await.unwrap().services() {
+        // Other tests share the emulator (whose ListServices ignores filters): their services may vanish meanwhile.
+        let Ok(full) = aws.sd.get_service().id(s.id().unwrap()).send().await else { continue };
+        if full.service().and_then(|s| s.namespace_id()).is_some_and(|ns| namespaces.iter().any(|n| n == ns)) {
+            sd += 1;
+        }
+    }
+    c.insert("cloud map service", sd);
+    c
+}
+
+fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str, usize> {
+    BTreeMap::from([
+        ("vpc", 1),
+        ("subnet", azs),
+        ("security group", services),
+        ("ingress rule", edges),
+        ("cluster", 1),
+        ("ecs service", services),
+        ("task definition", services),
+        ("namespace", 1),
+        ("cloud map service", services),
+    ])
+}
+
+/// Kills `up` after its Kth mutating call; returns what the resumed `up` printed.
+fn kill_then_resume(p: &Project, k: usize) -> String {
+    let proxy = Proxy::start(&["--latency-ms", "60"]);
+    let mut child = p
+        .command(&proxy.url, &["up", "--parallelism", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        let done = proxy.calls().iter().filter(|c| c["mutating"] == true && c["status"] == 200).count();
+        if done >= k || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().unwrap();
+    let resumed = p.secep(&["up"]);
+    assert_eq!(resumed.code, 0, "K={k}: the resumed up failed:\n{}", resumed.stderr);
+    resumed.stderr
+}
+
+fn mesh(services: usize) -> (String, usize) {
+    let mut text = String::from(
+        "[stack]\nname = \"{stack}\"\n\n[network]\ncidr = \"10.9.0.0/16\"\nmax_azs = 2\n\n[namespace]\nname = \"{namespace}\"\n",
+    );
+    let mut edges = 0;
+    for i in 0..services {
+        // Each service calls the next two: a mesh with mutual reach around the ring.
+        let calls: Vec<String> = (1..=2).map(|d| format!("\"s{}\"", (i + d) % services)).collect();
+        edges += calls.len();
+        text.push_str(&format!(
+            "\n[services.s{i}]\nimage = \"img-{i}\"\nport = {}\ncalls = [{}]\n",
+            8000 + i,
+            calls.join(", ")
+        ));
+    }
+    (text, edges)
+}
+
+async fn run_positions(
+    positions: Vec<usize>,
+    make: impl Fn(usize) -> Project + Sync,
+    want: BTreeMap<&'static str, usize>,
+) -> Vec<String> {
+    let aws = aws().await;
+    let mut report = Vec::new();
+    for batch in positions.chunks(4) {
+        let projects: Vec<(usize, Project)> = batch.iter().map(|&k| (k, make(k))).collect();
+        let adopted: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = projects
+                .iter()
+                .map(|(k, p)| scope.spawn(move || kill_then_resume(p, *k).matches("adopted ").count()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((k, p), adopted) in projects.iter().zip(adopted) {
+            let got = census(&aws, p).await;
+            assert_eq!(got, want, "K={k}: duplicates or missing resources after resuming");
+            let down = p.secep(&["down", "--yes"]);
+            assert_eq!(down.code, 0, "K={k}: {}", down.stderr);
+            report.push(format!("K={k}: adopted {adopted}, duplicates 0"));
+        }
+    }
+    report
+}
+
+#[tokio::test]
+async fn killing_up_at_every_create_of_the_seed_config_leaves_no_duplicate() {
+    let total = 17; // mutating calls of a fresh seed `up`: 15 creates and 2 VPC attributes
+    let report = run_positions(
+        (1..=total).collect(),
+        |k| Project::from_shipped("secure-endpoints.toml", &format!("kill{k}")),
+        expected(2, 2, 2),
+    )
+    .await;
+    eprintln!("seed kill test:\n{}", report.join("\n"));
+}
+
+#[tokio::test]
+async fn killing_up_of_a_ten_service_mesh_leaves_no_duplicate() {
+    let (text, edges) = mesh(10);
+    let positions = vec![1, 4, 8, 15, 25, 35, 45, 55, 62];
+    let report =
+        run_positions(positions, |k| Project::with_config(&format!("killmesh{k}"), &text), expected(10, edges, 2))
+            .await;
+    eprintln!("mesh kill test:\n{}", report.join("\n"));
+}
