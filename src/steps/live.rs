@@ -307,14 +307,7 @@ async fn read_ecs(
 }
 
 async fn read_task_definition(clients: &Clients, stack: &str, arn: &str) -> Result<Option<LiveNode>> {
-    let out = clients
-        .ecs
-        .describe_task_definition()
-        .task_definition(arn)
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-        .map_err(|e| api_error(format!("read task definition {arn}"), e));
+    let out = super::task_definition::describe(clients, arn).await;
     match out {
         Ok(o)
             if o.task_definition().and_then(|t| t.status())

@@ -19,13 +19,7 @@ pub async fn create(
     digest: &str,
 ) -> Result<Created> {
     let cluster = ctx.id_of("cluster")?;
-    let subnets = deps.iter().filter(|d| d.starts_with("subnet/")).map(|d| ctx.id_of(d)).collect::<Result<Vec<_>>>()?;
-    let network = AwsVpcConfiguration::builder()
-        .set_subnets(Some(subnets))
-        .security_groups(ctx.id_of(&format!("sg/{name}"))?)
-        .assign_public_ip(AssignPublicIp::Disabled)
-        .build()
-        .context("awsvpc configuration")?;
+    let network = network(ctx, deps, name)?;
     let out = ctx
         .clients
         .ecs
@@ -35,7 +29,7 @@ pub async fn create(
         .task_definition(ctx.id_of(&format!("td/{name}"))?)
         .desired_count(desired_count as i32)
         .launch_type(LaunchType::Fargate)
-        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+        .network_configuration(network)
         .service_registries(ServiceRegistry::builder().registry_arn(ctx.arn_of(&format!("sd/{name}"))?).build())
         // ECS does not fill the token itself; a deterministic one makes a retried create idempotent.
         .client_token(idempotency_token(&ctx.stack, node, digest))
@@ -46,6 +40,18 @@ pub async fn create(
         .map_err(|e| api_error(format!("create ECS service {name} in cluster {cluster}"), e))?;
     let arn = out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string();
     Ok(Created { id: arn.clone(), arn: Some(arn) })
+}
+
+/// The service's networking: the stack's private subnets, only its own group, never a public IP.
+fn network(ctx: &Ctx, deps: &[String], name: &str) -> Result<NetworkConfiguration> {
+    let subnets = deps.iter().filter(|d| d.starts_with("subnet/")).map(|d| ctx.id_of(d)).collect::<Result<Vec<_>>>()?;
+    let awsvpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(subnets))
+        .security_groups(ctx.id_of(&format!("sg/{name}"))?)
+        .assign_public_ip(AssignPublicIp::Disabled)
+        .build()
+        .context("awsvpc configuration")?;
+    Ok(NetworkConfiguration::builder().awsvpc_configuration(awsvpc).build())
 }
 
 pub fn stack_tag(tags: &[aws_sdk_ecs::types::Tag]) -> Option<&str> {
@@ -147,13 +153,7 @@ async fn wait_until_gone(ctx: &Ctx, arn: &str, name: &str) -> Result<()> {
 /// config and state say (all four are updatable in place).
 pub async fn update(ctx: &Ctx, deps: &[String], name: &str, desired_count: u32) -> Result<()> {
     let cluster = ctx.id_of("cluster")?;
-    let subnets = deps.iter().filter(|d| d.starts_with("subnet/")).map(|d| ctx.id_of(d)).collect::<Result<Vec<_>>>()?;
-    let network = AwsVpcConfiguration::builder()
-        .set_subnets(Some(subnets))
-        .security_groups(ctx.id_of(&format!("sg/{name}"))?)
-        .assign_public_ip(AssignPublicIp::Disabled)
-        .build()
-        .context("awsvpc configuration")?;
+    let network = network(ctx, deps, name)?;
     ctx.clients
         .ecs
         .update_service()
@@ -161,7 +161,7 @@ pub async fn update(ctx: &Ctx, deps: &[String], name: &str, desired_count: u32) 
         .service(name)
         .desired_count(desired_count as i32)
         .task_definition(ctx.id_of(&format!("td/{name}"))?)
-        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(network).build())
+        .network_configuration(network)
         .service_registries(ServiceRegistry::builder().registry_arn(ctx.arn_of(&format!("sd/{name}"))?).build())
         .send()
         .await

@@ -42,15 +42,7 @@ pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Cr
 }
 
 pub async fn owner(ctx: &Ctx, arn: &str) -> Result<Owner> {
-    let out = ctx
-        .clients
-        .ecs
-        .describe_task_definition()
-        .task_definition(arn)
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-        .map_err(|e| api_error(format!("read task definition {arn}"), e));
+    let out = describe(&ctx.clients, arn).await;
     match out {
         Ok(o) => match o.task_definition() {
             Some(td) if td.status() == Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Active) => {
@@ -88,15 +80,7 @@ async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<Option<Str
         .await
         .map_err(|e| api_error(format!("list revisions of {}", td.family), e))?;
     let Some(arn) = listed.task_definition_arns().first() else { return Ok(None) };
-    let out = ctx
-        .clients
-        .ecs
-        .describe_task_definition()
-        .task_definition(arn)
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-        .map_err(|e| api_error(format!("read task definition {arn}"), e))?;
+    let out = describe(&ctx.clients, arn).await?;
     let Some(live) = out.task_definition() else { return Ok(None) };
     let container = live.container_definitions().first();
     let environment: std::collections::BTreeMap<String, String> = container
@@ -112,4 +96,19 @@ async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<Option<Str
         && live.memory() == Some(td.memory.to_string().as_str())
         && environment == td.environment;
     Ok(same.then(|| arn.clone()))
+}
+
+/// A task definition revision with its tags.
+pub async fn describe(
+    clients: &crate::aws::Clients,
+    arn: &str,
+) -> Result<aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput> {
+    clients
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read task definition {arn}"), e))
 }
