@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> u8 {
         },
         force_unlock: g.force_unlock,
     };
-    let mut console = Console::new(g.json);
+    let console = Console::new(g.json);
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
@@ -130,7 +130,7 @@ async fn run(cli: Cli) -> u8 {
                 operation_timeout: Duration::from_secs(operation_timeout),
                 allow_replace,
             };
-            commands::up::run(&common, &args, &mut console, &stop).await
+            commands::up::run(&common, &args, &console, &stop).await
         }
         Command::Status => commands::inspect::status(&common, &console).await,
         Command::Plan => commands::inspect::plan(&common, &console).await,
@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> u8 {
                 operation_timeout: Duration::from_secs(operation_timeout),
                 dependency_timeout: Duration::from_secs(dependency_timeout),
             };
-            commands::down::run(&common, &args, &mut console, &stop).await
+            commands::down::run(&common, &args, &console, &stop).await
         }
     };
     match result {

@@ -31,7 +31,7 @@ pub(crate) enum Done {
     NotOwned(Option<String>),
 }
 
-pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
+pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
     let Opened { config, clients, mut state, lock } = open(common, console, true).await?;
     let stack = config.stack.name.clone();
@@ -80,15 +80,13 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
         created: Default::default(),
         dependency_timeout: args.dependency_timeout,
     };
-    let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
-    console_shared.lock().unwrap().start_progress(ids.len());
+    console.start_progress(ids.len());
     let ids = Arc::new(ids);
     let outcomes = walk(&dag, args.parallelism, stop, |i| {
-        let (ctx, ids, console) = (ctx.clone(), ids.clone(), console_shared.clone());
+        let (ctx, ids, console) = (ctx.clone(), ids.clone(), console.clone());
         async move { remove(&ctx, &ids[i], &console).await }
     })
     .await;
-    *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
     console.finish_progress();
 
     let mut rows = Vec::new();
@@ -183,21 +181,16 @@ pub async fn run(common: &Common, args: &DownArgs, console: &mut Console, stop: 
 }
 
 /// Checks ownership, deletes, and forgets the node in the state (written atomically) before returning.
-pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Mutex<Console>) -> Result<Done> {
+pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Console) -> Result<Done> {
     let started = Instant::now();
     let record = ctx.state.lock().expect("state lock").get(node).cloned();
     let Some(record) = record else { return Ok(Done::AlreadyGone) };
-    console.lock().unwrap().progress_message(format!("deleting {node}"));
+    console.progress_message(format!("deleting {node}"));
     let done = match steps::owner(ctx, node, &record).await? {
         Owner::Gone => Done::AlreadyGone,
         Owner::Other(tag) => {
             let who = tag.as_deref().map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
-            console.lock().unwrap().step(
-                "not owned",
-                node,
-                &format!("{} carries {who}; left in place", short_id(&record.id)),
-                None,
-            );
+            console.step("not owned", node, &format!("{} carries {who}; left in place", short_id(&record.id)), None);
             // secep does not track what it does not own; the run still fails so the user looks at it.
             ctx.state.lock().expect("state lock").forget(node)?;
             return Ok(Done::NotOwned(tag));
@@ -209,7 +202,7 @@ pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Mutex<Console>) -> R
     };
     ctx.state.lock().expect("state lock").forget(node)?;
     let verb = if done == Done::Deleted { "deleted" } else { "gone" };
-    console.lock().unwrap().step(verb, node, &short_id(&record.id), Some(started.elapsed()));
+    console.step(verb, node, &short_id(&record.id), Some(started.elapsed()));
     Ok(done)
 }
 

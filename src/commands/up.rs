@@ -37,7 +37,7 @@ enum Done {
     Unchanged,
 }
 
-pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &StopFlag) -> Result<u8> {
+pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
     let Opened { config, clients, state, lock } = open(common, console, true).await?;
     console.status(
@@ -83,19 +83,17 @@ pub async fn run(common: &Common, args: &UpArgs, console: &mut Console, stop: &S
         created: Default::default(),
         dependency_timeout: args.operation_timeout,
     };
-    let console_shared = Arc::new(Mutex::new(std::mem::replace(console, Console::new(console.is_json()))));
-    console_shared.lock().unwrap().start_progress(nodes.len());
-    let revoked = revoke_undeclared(&ctx, &undeclared, &console_shared).await?;
-    let removal_failures = remove_dropped(&ctx, &removed, args.parallelism, stop, &console_shared).await?;
+    console.start_progress(nodes.len());
+    let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;
+    let removal_failures = remove_dropped(&ctx, &removed, args.parallelism, stop, console).await?;
     let nodes = Arc::new(nodes);
     let actions = Arc::new(actions);
     let outcomes = walk(&dag, args.parallelism, stop, |i| {
         let (ctx, nodes, actions, console, previous, adopted) =
-            (ctx.clone(), nodes.clone(), actions.clone(), console_shared.clone(), previous.clone(), adopted.clone());
+            (ctx.clone(), nodes.clone(), actions.clone(), console.clone(), previous.clone(), adopted.clone());
         async move { apply(&ctx, &nodes[i], actions[i], &previous, &adopted, &console).await }
     })
     .await;
-    *console = Arc::try_unwrap(console_shared).ok().expect("walk finished").into_inner().unwrap();
     console.finish_progress();
 
     let code = report(
@@ -124,7 +122,7 @@ async fn apply(
     action: Action,
     previous: &BTreeMap<String, Record>,
     adopted: &BTreeMap<String, crate::steps::live::LiveNode>,
-    console: &Mutex<Console>,
+    console: &Console,
 ) -> Result<(Done, String, Duration)> {
     let started = Instant::now();
     let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
@@ -137,22 +135,22 @@ async fn apply(
             let arn = live.id.starts_with("arn:").then(|| live.id.clone());
             let record = Record { id: live.id.clone(), arn, digest: node.spec.digest() };
             ctx.state.lock().expect("state lock").record(&node.id, record)?;
-            console.lock().unwrap().step("adopted", &node.id, &short_id(&live.id), Some(started.elapsed()));
+            console.step("adopted", &node.id, &short_id(&live.id), Some(started.elapsed()));
             Ok((Done::Adopted, live.id, started.elapsed()))
         }
         (Action::NoOp | Action::Unsupported, Some(record)) => {
-            console.lock().unwrap().skip_step();
+            console.skip_step();
             Ok((Done::Unchanged, record.id, Duration::ZERO))
         }
         (Action::Update, Some(record)) => {
-            console.lock().unwrap().progress_message(format!("updating {}", node.id));
+            console.progress_message(format!("updating {}", node.id));
             let id = update(ctx, node, &record, previous).await?;
             let elapsed = started.elapsed();
-            console.lock().unwrap().step("updated", &node.id, &short_id(&id), Some(elapsed));
+            console.step("updated", &node.id, &short_id(&id), Some(elapsed));
             Ok((Done::Updated, id, elapsed))
         }
         (_, stale) => {
-            console.lock().unwrap().progress_message(format!("creating {}", node.id));
+            console.progress_message(format!("creating {}", node.id));
             let record = steps::create(ctx, node, stale.as_ref().map(|r| r.id.as_str())).await?;
             let id = record.id.clone();
             // Recorded before anything that depends on it starts: a crash after this line loses nothing.
@@ -165,7 +163,7 @@ async fn apply(
             let elapsed = started.elapsed();
             let (verb, done) =
                 if stale.is_some() { ("recreated", Done::Recreated) } else { ("created", Done::Created) };
-            console.lock().unwrap().step(verb, &node.id, &short_id(&id), Some(elapsed));
+            console.step(verb, &node.id, &short_id(&id), Some(elapsed));
             Ok((done, id, elapsed))
         }
     }
@@ -241,7 +239,7 @@ async fn remove_dropped(
     removed: &[String],
     parallelism: usize,
     stop: &StopFlag,
-    console: &Arc<Mutex<Console>>,
+    console: &Console,
 ) -> Result<usize> {
     if removed.is_empty() {
         return Ok(0);
@@ -260,7 +258,7 @@ async fn remove_dropped(
                 failed += 1
             }
             Outcome::Failed(e) => {
-                console.lock().unwrap().error(e);
+                console.error(e);
                 failed += 1;
             }
             Outcome::Done(_) => {}
@@ -270,16 +268,12 @@ async fn remove_dropped(
 }
 
 /// Revokes live ingress rules on the stack's groups that no `calls` entry declares.
-async fn revoke_undeclared(
-    ctx: &Ctx,
-    rules: &[crate::steps::live::LiveRule],
-    console: &Mutex<Console>,
-) -> Result<usize> {
+async fn revoke_undeclared(ctx: &Ctx, rules: &[crate::steps::live::LiveRule], console: &Console) -> Result<usize> {
     for rule in rules {
         let started = Instant::now();
         steps::ingress_rule::revoke(ctx, &rule.group_id, &rule.rule_id).await?;
         let what = format!("{} (undeclared, on {})", rule.rule_id, rule.group_id);
-        console.lock().unwrap().step("revoked", "sg-rule", &what, Some(started.elapsed()));
+        console.step("revoked", "sg-rule", &what, Some(started.elapsed()));
     }
     Ok(rules.len())
 }

@@ -2,18 +2,25 @@
 //! plain lines otherwise), results on stdout (a table for people, JSON with `--json`).
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Cheap to clone: the parallel steps of one command share it.
+#[derive(Clone)]
 pub struct Console {
     json: bool,
-    bar: Option<ProgressBar>,
+    bar: Arc<Mutex<Option<ProgressBar>>>,
 }
 
 impl Console {
     pub fn new(json: bool) -> Console {
-        Console { json, bar: None }
+        Console { json, bar: Arc::new(Mutex::new(None)) }
+    }
+
+    fn bar(&self) -> Option<ProgressBar> {
+        self.bar.lock().expect("console lock").clone()
     }
 
     pub fn is_json(&self) -> bool {
@@ -44,7 +51,7 @@ impl Console {
     }
 
     /// Starts a progress bar over `total` steps (terminal only; elsewhere finished steps are plain lines).
-    pub fn start_progress(&mut self, total: usize) {
+    pub fn start_progress(&self, total: usize) {
         if !std::io::stderr().is_terminal() {
             return;
         }
@@ -53,11 +60,11 @@ impl Console {
             ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}").expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        self.bar = Some(bar);
+        *self.bar.lock().expect("console lock") = Some(bar);
     }
 
     pub fn progress_message(&self, message: String) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar() {
             bar.set_message(message);
         }
     }
@@ -66,20 +73,20 @@ impl Console {
     pub fn step(&self, verb: &str, node: &str, detail: &str, elapsed: Option<Duration>) {
         let time = elapsed.map(|d| format!("  {:.2}s", d.as_secs_f64())).unwrap_or_default();
         self.line(format!("{verb:>12} {node:<28} {detail}{time}"));
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar() {
             bar.inc(1);
         }
     }
 
     /// A step that needed no work: counted on the progress bar, not printed.
     pub fn skip_step(&self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar() {
             bar.inc(1);
         }
     }
 
-    pub fn finish_progress(&mut self) {
-        if let Some(bar) = self.bar.take() {
+    pub fn finish_progress(&self) {
+        if let Some(bar) = self.bar.lock().expect("console lock").take() {
             bar.finish_and_clear();
         }
     }
@@ -101,7 +108,7 @@ impl Console {
     }
 
     fn line(&self, text: String) {
-        match &self.bar {
+        match self.bar() {
             Some(bar) => bar.println(text),
             None => {
                 let _ = writeln!(std::io::stderr().lock(), "{text}");
