@@ -100,7 +100,6 @@ pub struct NodeStatus {
 
 /// Compares every desired, recorded and live node.
 pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
-    let recorded_id = |node: &str| state.get(node).map(|r| r.id.clone());
     let mut out = Vec::new();
     for node in nodes {
         let recorded = state.get(&node.id);
@@ -112,7 +111,7 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
             (Some(_), None) => (Verdict::MissingLive, Action::Recreate),
             (Some(r), Some(_)) if r.digest != node.spec.digest() => (Verdict::ConfigChanged, change_action(&node.spec)),
             (Some(_), Some(l)) => {
-                let drift = drift(node, &l.facts, state, &recorded_id);
+                let drift = drift(node, &l.facts, state);
                 if drift.is_empty() {
                     (Verdict::InSync, Action::NoOp)
                 } else {
@@ -176,7 +175,8 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
 }
 
 /// Fields of a live resource that differ from what it should be.
-fn drift(node: &Node, facts: &Facts, state: &StateFile, recorded_id: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+fn drift(node: &Node, facts: &Facts, state: &StateFile) -> Vec<String> {
+    let recorded_id = |node: &str| state.get(node).map(|r| r.id.clone());
     let mut d = Vec::new();
     match (&node.spec, facts) {
         (Spec::Vpc { cidr, .. }, Facts::Vpc { cidr: live }) if cidr != live => {

@@ -112,28 +112,12 @@ async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
     for c in clusters.clusters() {
         if c.status() == Some("ACTIVE") && ecs_tag(c.tags(), TAG_STACK) == Some(stack) {
             found.insert("cluster".into(), adopted(c.cluster_name().unwrap_or(stack), c.cluster_arn()));
-            let mut arns = Vec::new();
-            let mut pages = ecs.list_services().cluster(stack).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                arns.extend(page.map_err(|e| api_error("list the cluster's services", e))?.service_arns().to_vec());
-            }
-            for batch in arns.chunks(10) {
-                let out = ecs
-                    .describe_services()
-                    .cluster(stack)
-                    .set_services(Some(batch.to_vec()))
-                    .include(aws_sdk_ecs::types::ServiceField::Tags)
-                    .send()
-                    .await
-                    .map_err(|e| api_error("describe the cluster's services", e))?;
-                for s in out.services() {
-                    if let (Some(node), Some(arn), Some(stack_tag)) =
-                        (ecs_tag(s.tags(), TAG_NODE), s.service_arn(), ecs_tag(s.tags(), TAG_STACK))
-                        && stack_tag == stack
-                        && s.status() != Some("INACTIVE")
-                    {
-                        add(found, node, adopted(arn, Some(arn)));
-                    }
+            for s in super::service::describe_cluster_services(clients, stack, []).await? {
+                if let (Some(node), Some(arn), Some(stack_tag)) =
+                    (ecs_tag(s.tags(), TAG_NODE), s.service_arn(), ecs_tag(s.tags(), TAG_STACK))
+                    && stack_tag == stack
+                {
+                    add(found, node, adopted(arn, Some(arn)));
                 }
             }
         }

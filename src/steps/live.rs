@@ -113,7 +113,7 @@ pub async fn read(clients: &Clients, stack: &str, state: &StateFile) -> Result<L
     let (ec2, ecs, sd) = tokio::join!(
         read_ec2(clients, stack, recorded("sg-rule"), &who),
         read_ecs(clients, stack, recorded("svc"), recorded("td")),
-        read_cloud_map(clients, stack, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
+        read_cloud_map(clients, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
     );
     let mut live = Live::default();
     for part in [ec2?, ecs?, sd?] {
@@ -199,6 +199,16 @@ async fn read_ec2(
         } else {
             Source::PrefixList(r.prefix_list_id().unwrap_or("?").to_string())
         };
+        // The node of a recorded rule; or, for a rule between two of the stack's groups that the state does not
+        // know (an interrupted run made it), the node it would be.
+        let node = recorded_rules.get(rule_id).cloned().or_else(|| {
+            let Source::Group(g) = &source else { return None };
+            let node = crate::model::rule_id(service_of.get(g)?, service_of.get(group_id)?);
+            (!who.nodes.contains(&node) && !live.nodes.contains_key(&node)).then_some(node)
+        });
+        if let Some(node) = node {
+            live.nodes.insert(node, LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
+        }
         live.rules.push(LiveRule {
             rule_id: rule_id.to_string(),
             group_id: group_id.to_string(),
@@ -207,21 +217,6 @@ async fn read_ec2(
             to_port: r.to_port().unwrap_or(-1),
             source,
         });
-        if let Some(node) = recorded_rules.get(rule_id) {
-            live.nodes
-                .insert(node.clone(), LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
-        } else if let (Some(callee), Some(Source::Group(g))) =
-            (service_of.get(group_id), live.rules.last().map(|r| &r.source))
-        {
-            // A rule between two of the stack's groups that the state does not know: an interrupted run made it.
-            if let Some(caller) = service_of.get(g.as_str()) {
-                let node = crate::model::rule_id(caller, callee);
-                if !who.nodes.contains(&node) && !live.nodes.contains_key(&node) {
-                    live.nodes
-                        .insert(node, LiveNode { id: rule_id.to_string(), tagged: true, facts: Facts::IngressRule });
-                }
-            }
-        }
     }
     Ok(live)
 }
@@ -252,48 +247,28 @@ async fn read_ecs(
         LiveNode { id: cluster.cluster_name().unwrap_or(stack).to_string(), tagged, facts: Facts::Cluster },
     );
 
-    // Recorded services plus any other service in the cluster (extra), 10 per DescribeServices call.
-    let mut arns: BTreeSet<String> = recorded_services.keys().cloned().collect();
-    let mut pages = ecs.list_services().cluster(stack).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        arns.extend(page.map_err(|e| api_error("list the cluster's services", e))?.service_arns().iter().cloned());
-    }
-    let arns: Vec<String> = arns.into_iter().collect();
+    // Recorded services plus any other service in the cluster (extra).
+    let services = super::service::describe_cluster_services(clients, stack, recorded_services.keys().cloned()).await?;
     let mut task_definitions = BTreeSet::new();
-    for batch in arns.chunks(10) {
-        let out = ecs
-            .describe_services()
-            .cluster(stack)
-            .set_services(Some(batch.to_vec()))
-            .include(aws_sdk_ecs::types::ServiceField::Tags)
-            .send()
-            .await
-            .map_err(|e| api_error("read the cluster's services", e))?;
-        for s in out.services().iter().filter(|s| s.status() != Some("INACTIVE")) {
-            let arn = s.service_arn().unwrap_or_default().to_string();
-            let node = recorded_services.get(&arn).cloned().or_else(|| ecs_tag(s.tags(), TAG_NODE).map(str::to_string));
-            let Some(node) = node else { continue };
-            let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
-            let facts = ServiceFacts {
-                desired: s.desired_count(),
-                running: s.running_count(),
-                pending: s.pending_count(),
-                rollout: s.deployments().first().and_then(|d| d.rollout_state()).map(|r| r.as_str().to_string()),
-                task_definition: s.task_definition().unwrap_or_default().to_string(),
-                subnets: vpc.map(|v| v.subnets().iter().cloned().collect()).unwrap_or_default(),
-                groups: vpc.map(|v| v.security_groups().iter().cloned().collect()).unwrap_or_default(),
-                public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&aws_sdk_ecs::types::AssignPublicIp::Enabled),
-                registries: s
-                    .service_registries()
-                    .iter()
-                    .filter_map(|r| r.registry_arn())
-                    .map(str::to_string)
-                    .collect(),
-            };
-            task_definitions.insert(facts.task_definition.clone());
-            let tagged = ecs_tag(s.tags(), TAG_STACK) == Some(stack);
-            live.nodes.insert(node, LiveNode { id: arn, tagged, facts: Facts::Service(facts) });
-        }
+    for s in &services {
+        let arn = s.service_arn().unwrap_or_default().to_string();
+        let node = recorded_services.get(&arn).cloned().or_else(|| ecs_tag(s.tags(), TAG_NODE).map(str::to_string));
+        let Some(node) = node else { continue };
+        let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
+        let facts = ServiceFacts {
+            desired: s.desired_count(),
+            running: s.running_count(),
+            pending: s.pending_count(),
+            rollout: s.deployments().first().and_then(|d| d.rollout_state()).map(|r| r.as_str().to_string()),
+            task_definition: s.task_definition().unwrap_or_default().to_string(),
+            subnets: vpc.map(|v| v.subnets().iter().cloned().collect()).unwrap_or_default(),
+            groups: vpc.map(|v| v.security_groups().iter().cloned().collect()).unwrap_or_default(),
+            public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&aws_sdk_ecs::types::AssignPublicIp::Enabled),
+            registries: s.service_registries().iter().filter_map(|r| r.registry_arn()).map(str::to_string).collect(),
+        };
+        task_definitions.insert(facts.task_definition.clone());
+        let tagged = ecs_tag(s.tags(), TAG_STACK) == Some(stack);
+        live.nodes.insert(node, LiveNode { id: arn, tagged, facts: Facts::Service(facts) });
     }
     // A recorded revision counts as live while a service uses it; others are read only when they are not.
     for (arn, node) in recorded_tds {
@@ -324,7 +299,6 @@ async fn read_task_definition(clients: &Clients, stack: &str, arn: &str) -> Resu
 
 async fn read_cloud_map(
     clients: &Clients,
-    stack: &str,
     namespace_id: Option<String>,
     recorded_sd: BTreeMap<String, String>,
 ) -> Result<Live> {
@@ -362,6 +336,5 @@ async fn read_cloud_map(
             }
         }
     }
-    let _ = stack;
     Ok(live)
 }

@@ -168,3 +168,37 @@ pub async fn update(ctx: &Ctx, deps: &[String], name: &str, desired_count: u32) 
         .map_err(|e| api_error(format!("update ECS service {name} in cluster {cluster}"), e))?;
     Ok(())
 }
+
+/// Every service of a cluster that is not INACTIVE, plus the `also` ARNs (recorded ones a listing might miss),
+/// with tags: one ListServices page walk and one DescribeServices call per 10 services.
+pub async fn describe_cluster_services(
+    clients: &crate::aws::Clients,
+    cluster: &str,
+    also: impl IntoIterator<Item = String>,
+) -> Result<Vec<aws_sdk_ecs::types::Service>> {
+    let mut arns: std::collections::BTreeSet<String> = also.into_iter().collect();
+    let mut pages = clients.ecs.list_services().cluster(cluster).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        arns.extend(
+            page.map_err(|e| api_error(format!("list the services of cluster {cluster}"), e))?
+                .service_arns()
+                .iter()
+                .cloned(),
+        );
+    }
+    let arns: Vec<String> = arns.into_iter().collect();
+    let mut services = Vec::new();
+    for batch in arns.chunks(10) {
+        let out = clients
+            .ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(batch.to_vec()))
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("read the services of cluster {cluster}"), e))?;
+        services.extend(out.services().iter().filter(|s| s.status() != Some("INACTIVE")).cloned());
+    }
+    Ok(services)
+}
