@@ -861,26 +861,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     resp = error_response(call, error_code, MESSAGES.get(error_code, f"{error_code} injected by the fidelity proxy."), after["status"])
                     injected = "fail-after-nth"
 
-        try:
-            self._send(resp)
-        finally:
-            entry = {
-                "ts": time.time(),
-                "service": call.service,
-                "operation": call.operation,
-                "status": resp[0],
-                "latency_ms": round((time.monotonic() - t0) * 1000.0, 1),
-                "mutating": call.mutating,
-                "injected": injected,
-                "params": call.log_params(),
-            }
-            if injected and injected != "latency" and error_code:
-                entry["error"] = error_code
-            elif error_code == "UpstreamUnreachable":
-                entry["error"] = error_code
-            state.record(entry)
-            if self.verbose or (injected and injected != "latency"):
-                log(f"{call.service} {call.operation} -> {resp[0]} {injected or ''} {entry.get('error', '')}".rstrip())
+        # Logged before the response is sent: a client that has its answer always finds the call in the log
+        # (logging afterwards let a fast reader of GET /_proxy/calls miss the call it had just made).
+        entry = {
+            "ts": time.time(),
+            "service": call.service,
+            "operation": call.operation,
+            "status": resp[0],
+            "latency_ms": round((time.monotonic() - t0) * 1000.0, 1),
+            "mutating": call.mutating,
+            "injected": injected,
+            "params": call.log_params(),
+        }
+        if injected and injected != "latency" and error_code:
+            entry["error"] = error_code
+        elif error_code == "UpstreamUnreachable":
+            entry["error"] = error_code
+        state.record(entry)
+        if self.verbose or (injected and injected != "latency"):
+            log(f"{call.service} {call.operation} -> {resp[0]} {injected or ''} {entry.get('error', '')}".rstrip())
+        self._send(resp)
 
     def _admin(self, body: bytes) -> Response:
         state = self.state
