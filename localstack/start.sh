@@ -101,7 +101,9 @@ for ((attempt = 1; attempt <= attempts; attempt++)); do
     "$(date -u +%FT%TZ)" "${want_port}" "${running}" >>"${logfile}"
   # setsid: the server must not die with the caller's terminal or process
   # group; it is stopped by stop.sh or by the watchdog only.
-  MOTO_ECS_SERVICE_RUNNING="${running}" setsid "${LS_VENV}/bin/moto_server" -H 127.0.0.1 -p "${want_port}" \
+  # MOTO_IAM_LOAD_MANAGED_POLICIES: AWS's managed policies exist, as on AWS
+  # (secep attaches AmazonECSTaskExecutionRolePolicy to its execution role).
+  MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ECS_SERVICE_RUNNING="${running}" setsid "${LS_VENV}/bin/moto_server" -H 127.0.0.1 -p "${want_port}" \
     </dev/null >>"${logfile}" 2>&1 9>&- &
   pid=$!
   printf '%s\n' "${pid}" >"${pidfile}"

@@ -84,11 +84,14 @@ enum Command {
         /// Also find and delete resources tagged for the stack that the state does not record (lost state, crash)
         #[arg(long)]
         adopt: bool,
+        /// Also delete the stack's CloudWatch log group and its logs (kept by default)
+        #[arg(long)]
+        delete_logs: bool,
         /// Longest wait for an asynchronous Cloud Map operation, in seconds
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         operation_timeout: u64,
         /// Longest wait for a resource AWS still holds (lingering Fargate ENIs, draining services), in seconds
-        #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+        #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_DEPENDENCY_TIMEOUT")]
         dependency_timeout: u64,
     },
 }
@@ -134,11 +137,12 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Status => commands::inspect::status(&common, &console).await,
         Command::Plan => commands::inspect::plan(&common, &console).await,
-        Command::Down { parallelism, yes, adopt, operation_timeout, dependency_timeout } => {
+        Command::Down { parallelism, yes, adopt, delete_logs, operation_timeout, dependency_timeout } => {
             let args = commands::down::DownArgs {
                 parallelism: usize::from(parallelism),
                 yes,
                 adopt,
+                delete_logs,
                 operation_timeout: Duration::from_secs(operation_timeout),
                 dependency_timeout: Duration::from_secs(dependency_timeout),
             };

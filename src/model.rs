@@ -8,21 +8,109 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, validate_carve_bits};
+use crate::config::{Config, Egress, NatGateways, validate_carve_bits};
 
 /// What one node creates, with every input that decides the resource's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Spec {
-    Vpc { cidr: String, name: String },
-    Subnet { az: String, cidr: String, name: String },
-    Cluster { name: String },
-    Namespace { name: String },
-    SdService { service: String, ttl: u32 },
-    SecurityGroup { service: String, group_name: String, description: String },
-    IngressRule { caller: String, callee: String, port: u16 },
+    Vpc {
+        cidr: String,
+        name: String,
+    },
+    Subnet {
+        az: String,
+        cidr: String,
+        name: String,
+    },
+    Cluster {
+        name: String,
+    },
+    Namespace {
+        name: String,
+    },
+    SdService {
+        service: String,
+        ttl: u32,
+    },
+    SecurityGroup {
+        service: String,
+        group_name: String,
+        description: String,
+    },
+    IngressRule {
+        caller: String,
+        callee: String,
+        port: u16,
+    },
     TaskDefinition(TaskDefinitionSpec),
-    Service { service: String, desired_count: u32 },
+    Service {
+        service: String,
+        desired_count: u32,
+    },
+    /// The account's ECS service-linked role: made sure of before the first ECS call, never deleted (account-wide).
+    LinkedRole {
+        service: String,
+    },
+    /// The stack's task execution role: pulls images and ships logs for the tasks.
+    ExecutionRole {
+        name: String,
+        policy_arn: String,
+    },
+    LogGroup {
+        name: String,
+        retention_days: u32,
+    },
+    /// An AWS-managed prefix list looked up by name (the S3 one, for egress rules); never created or deleted.
+    PrefixList {
+        service: String,
+    },
+    /// A route table associated with `subnets` (node ids), with a default route to `default_route` (a node id: an
+    /// internet or NAT gateway) if any.
+    RouteTable {
+        name: String,
+        subnets: Vec<String>,
+        default_route: Option<String>,
+    },
+    /// A VPC endpoint: interface (in the private subnets, behind the endpoint group) or gateway (on the route tables).
+    Endpoint {
+        service: String,
+        gateway: bool,
+    },
+    InternetGateway {
+        name: String,
+    },
+    ElasticIp {
+        name: String,
+    },
+    NatGateway {
+        name: String,
+        subnet: String,
+        eip: String,
+    },
+    /// Exactly these rules on a group: `None` leaves that direction to other nodes.
+    GroupRules {
+        group: String,
+        ingress: Option<Vec<Permission>>,
+        egress: Option<Vec<Permission>>,
+    },
+}
+
+/// One allowed flow of a [`Spec::GroupRules`]: TCP on one port to or from a peer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Permission {
+    pub port: u16,
+    pub peer: Peer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Peer {
+    /// A security group node (`sg/api`, `vpce-sg`).
+    Group(String),
+    /// A prefix list node (`prefix-list/s3`).
+    PrefixList(String),
+    Cidr(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +123,12 @@ pub struct TaskDefinitionSpec {
     pub memory: u32,
     /// User environment plus the injected peer addresses.
     pub environment: BTreeMap<String, String>,
+    /// The execution role: an ARN from the config, or the node `role/execution`.
+    pub execution_role: String,
+    pub task_role_arn: Option<String>,
+    /// `awslogs` destination: log group and region.
+    pub log_group: String,
+    pub region: String,
 }
 
 impl Spec {
@@ -50,6 +144,17 @@ impl Spec {
             Spec::IngressRule { .. } => "ingress rule",
             Spec::TaskDefinition(_) => "task definition",
             Spec::Service { .. } => "ecs service",
+            Spec::LinkedRole { .. } => "service-linked role",
+            Spec::ExecutionRole { .. } => "iam role",
+            Spec::LogGroup { .. } => "log group",
+            Spec::PrefixList { .. } => "prefix list",
+            Spec::RouteTable { .. } => "route table",
+            Spec::Endpoint { gateway: true, .. } => "gateway endpoint",
+            Spec::Endpoint { gateway: false, .. } => "interface endpoint",
+            Spec::InternetGateway { .. } => "internet gateway",
+            Spec::ElasticIp { .. } => "elastic ip",
+            Spec::NatGateway { .. } => "nat gateway",
+            Spec::GroupRules { .. } => "group rules",
         }
     }
 
@@ -67,14 +172,25 @@ pub struct Node {
     pub deps: Vec<String>,
 }
 
+/// The interface endpoints a task in a private subnet needs to pull from ECR and ship logs (S3 is a gateway).
+pub const INTERFACE_ENDPOINTS: [&str; 3] = ["ecr.api", "ecr.dkr", "logs"];
+pub const EXECUTION_POLICY_ARN: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+pub const HTTPS: u16 = 443;
+
 /// Every node the config asks for, in a deterministic order.
-pub fn desired_nodes(config: &Config, azs: &[String]) -> Vec<Node> {
+pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node> {
     let stack = &config.stack.name;
+    let egress = config.network.egress;
     let mut nodes = Vec::new();
     let mut push = |id: String, spec: Spec, deps: Vec<String>| nodes.push(Node { id, spec, deps });
+    let ids =
+        |prefix: &str, names: &[String]| -> Vec<String> { names.iter().map(|n| format!("{prefix}{n}")).collect() };
+    let services: Vec<String> = config.services.keys().cloned().collect();
+    let groups = ids("sg/", &services);
 
+    push("linked-role/ecs".into(), Spec::LinkedRole { service: "ecs.amazonaws.com".into() }, vec![]);
     push("vpc".into(), Spec::Vpc { cidr: config.network.cidr.to_string(), name: stack.clone() }, vec![]);
-    let subnet_ids: Vec<String> = azs.iter().map(|az| format!("subnet/{az}")).collect();
+    let subnet_ids = ids("subnet/", azs);
     for (i, az) in azs.iter().enumerate() {
         push(
             subnet_ids[i].clone(),
@@ -82,8 +198,121 @@ pub fn desired_nodes(config: &Config, azs: &[String]) -> Vec<Node> {
             vec!["vpc".into()],
         );
     }
-    push("cluster".into(), Spec::Cluster { name: stack.clone() }, vec![]);
+
+    // The way out of the private subnets (see README: egress modes).
+    let mut nat_ids = Vec::new();
+    if egress == Egress::Nat {
+        let public_ids = ids("public-subnet/", azs);
+        for (i, az) in azs.iter().enumerate() {
+            push(
+                public_ids[i].clone(),
+                Spec::Subnet {
+                    az: az.clone(),
+                    cidr: public_subnet_cidr(config, i),
+                    name: format!("{stack}-public-{az}"),
+                },
+                vec!["vpc".into()],
+            );
+        }
+        push("igw".into(), Spec::InternetGateway { name: stack.clone() }, vec!["vpc".into()]);
+        let mut deps = vec!["vpc".to_string(), "igw".to_string()];
+        deps.extend(public_ids.iter().cloned());
+        push(
+            "rtb/public".into(),
+            Spec::RouteTable {
+                name: format!("{stack}-public"),
+                subnets: public_ids.clone(),
+                default_route: Some("igw".into()),
+            },
+            deps,
+        );
+        let nat_azs = match config.network.nat_gateways {
+            NatGateways::One => &azs[..1],
+            NatGateways::PerAz => azs,
+        };
+        for az in nat_azs {
+            let name = format!("{stack}-{az}");
+            push(format!("eip/{az}"), Spec::ElasticIp { name: name.clone() }, vec![]);
+            push(
+                format!("nat/{az}"),
+                Spec::NatGateway { name, subnet: format!("public-subnet/{az}"), eip: format!("eip/{az}") },
+                vec![format!("public-subnet/{az}"), format!("eip/{az}"), "igw".into(), "rtb/public".into()],
+            );
+            nat_ids.push(format!("nat/{az}"));
+        }
+    }
+    let mut private_routes = Vec::new();
+    if egress != Egress::None {
+        for (i, az) in azs.iter().enumerate() {
+            let default_route = match config.network.nat_gateways {
+                NatGateways::PerAz => nat_ids.get(i).cloned(),
+                NatGateways::One => nat_ids.first().cloned(),
+            };
+            let mut deps = vec!["vpc".to_string(), subnet_ids[i].clone()];
+            deps.extend(nat_ids.iter().cloned());
+            push(
+                format!("rtb/{az}"),
+                Spec::RouteTable {
+                    name: format!("{stack}-private-{az}"),
+                    subnets: vec![subnet_ids[i].clone()],
+                    default_route,
+                },
+                deps,
+            );
+            private_routes.push(format!("rtb/{az}"));
+        }
+    }
+
+    push("cluster".into(), Spec::Cluster { name: stack.clone() }, vec!["linked-role/ecs".into()]);
     push("namespace".into(), Spec::Namespace { name: config.namespace.name.clone() }, vec!["vpc".into()]);
+    let mut td_deps = vec!["logs".to_string()];
+    let execution_role = match &config.stack.execution_role_arn {
+        Some(arn) => arn.clone(),
+        None => {
+            push(
+                "role/execution".into(),
+                Spec::ExecutionRole { name: execution_role_name(stack), policy_arn: EXECUTION_POLICY_ARN.into() },
+                vec![],
+            );
+            td_deps.push("role/execution".into());
+            "role/execution".into()
+        }
+    };
+    let log_group = format!("/secep/{stack}");
+    push("logs".into(), Spec::LogGroup { name: log_group.clone(), retention_days: config.logs.retention_days }, vec![]);
+
+    let mut endpoint_ids = Vec::new();
+    if egress == Egress::Endpoints {
+        push("prefix-list/s3".into(), Spec::PrefixList { service: "s3".into() }, vec![]);
+        push(
+            "vpce-sg".into(),
+            Spec::SecurityGroup {
+                service: String::new(),
+                group_name: format!("{stack}-vpc-endpoints"),
+                description: format!("secep {stack}: VPC endpoints accept HTTPS only from the service groups"),
+            },
+            vec!["vpc".into()],
+        );
+        for service in INTERFACE_ENDPOINTS {
+            let mut deps = vec!["vpc".to_string(), "vpce-sg".to_string()];
+            deps.extend(subnet_ids.iter().cloned());
+            push(format!("vpce/{service}"), Spec::Endpoint { service: service.into(), gateway: false }, deps);
+            endpoint_ids.push(format!("vpce/{service}"));
+        }
+        let mut deps = vec!["vpc".to_string()];
+        deps.extend(private_routes.iter().cloned());
+        push("vpce/s3".into(), Spec::Endpoint { service: "s3".into(), gateway: true }, deps);
+        endpoint_ids.push("vpce/s3".into());
+        let ingress = groups.iter().map(|g| Permission { port: HTTPS, peer: Peer::Group(g.clone()) }).collect();
+        let mut deps = vec!["vpce-sg".to_string()];
+        deps.extend(groups.iter().cloned());
+        push(
+            "vpce-rules".into(),
+            Spec::GroupRules { group: "vpce-sg".into(), ingress: Some(ingress), egress: Some(vec![]) },
+            deps,
+        );
+        endpoint_ids.push("vpce-rules".into());
+    }
 
     for svc in config.services.values() {
         let name = &svc.name;
@@ -101,7 +330,17 @@ pub fn desired_nodes(config: &Config, azs: &[String]) -> Vec<Node> {
             },
             vec!["vpc".into()],
         );
-        push(format!("td/{name}"), Spec::TaskDefinition(task_definition(config, svc)), vec![]);
+        let td = task_definition(config, svc, &execution_role, &log_group, region);
+        push(format!("td/{name}"), Spec::TaskDefinition(td), td_deps.clone());
+        push(
+            format!("egress/{name}"),
+            Spec::GroupRules {
+                group: format!("sg/{name}"),
+                ingress: None,
+                egress: Some(egress_permissions(config, svc)),
+            },
+            egress_deps(&groups, egress),
+        );
     }
     for (caller, callee) in edges(config) {
         let port = config.services[&callee].port;
@@ -113,8 +352,17 @@ pub fn desired_nodes(config: &Config, azs: &[String]) -> Vec<Node> {
     }
     for svc in config.services.values() {
         let name = &svc.name;
-        let mut deps = vec!["cluster".to_string(), format!("td/{name}"), format!("sd/{name}"), format!("sg/{name}")];
+        let mut deps = vec![
+            "cluster".to_string(),
+            format!("td/{name}"),
+            format!("sd/{name}"),
+            format!("sg/{name}"),
+            format!("egress/{name}"),
+        ];
         deps.extend(subnet_ids.iter().cloned());
+        // Its tasks can pull their image and ship logs from the first start.
+        deps.extend(private_routes.iter().cloned());
+        deps.extend(endpoint_ids.iter().cloned());
         // The service starts only once its callers are let in, so it is reachable as declared from its first task.
         deps.extend(
             edges(config)
@@ -125,6 +373,47 @@ pub fn desired_nodes(config: &Config, azs: &[String]) -> Vec<Node> {
         push(format!("svc/{name}"), Spec::Service { service: name.clone(), desired_count: svc.desired_count }, deps);
     }
     nodes
+}
+
+/// Where a service's tasks may connect: the services it calls, on their ports, and the way out the egress mode
+/// gives (HTTPS to the endpoints and S3, or HTTPS anywhere through NAT). Nothing else, not even the default
+/// allow-all egress AWS gives a new group.
+fn egress_permissions(config: &Config, svc: &crate::config::Service) -> Vec<Permission> {
+    let mut out: Vec<Permission> = svc
+        .calls
+        .iter()
+        .map(|callee| Permission { port: config.services[callee].port, peer: Peer::Group(format!("sg/{callee}")) })
+        .collect();
+    match config.network.egress {
+        Egress::Endpoints => {
+            out.push(Permission { port: HTTPS, peer: Peer::Group("vpce-sg".into()) });
+            out.push(Permission { port: HTTPS, peer: Peer::PrefixList("prefix-list/s3".into()) });
+        }
+        Egress::Nat => out.push(Permission { port: HTTPS, peer: Peer::Cidr("0.0.0.0/0".into()) }),
+        Egress::None => {}
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// An egress node may name any group of the stack: it goes after all of them, and is removed before any.
+fn egress_deps(groups: &[String], egress: Egress) -> Vec<String> {
+    let mut deps = groups.to_vec();
+    if egress == Egress::Endpoints {
+        deps.extend(["vpce-sg".to_string(), "prefix-list/s3".to_string()]);
+    }
+    deps
+}
+
+/// IAM role names are at most 64 characters and account-wide: the stack name, shortened with a hash if need be.
+pub fn execution_role_name(stack: &str) -> String {
+    let name = format!("{stack}-ecs-execution");
+    if name.len() <= 64 {
+        return name;
+    }
+    let hash = hex(&Sha256::digest(stack.as_bytes())[..4]);
+    format!("{}-{hash}-ecs-execution", &stack[..40])
 }
 
 /// Declared (caller, callee) pairs, sorted.
@@ -147,7 +436,13 @@ pub fn peer_env_name(callee: &str) -> String {
     format!("{}_URL", callee.to_ascii_uppercase().replace('-', "_"))
 }
 
-fn task_definition(config: &Config, svc: &crate::config::Service) -> TaskDefinitionSpec {
+fn task_definition(
+    config: &Config,
+    svc: &crate::config::Service,
+    execution_role: &str,
+    log_group: &str,
+    region: &str,
+) -> TaskDefinitionSpec {
     let mut environment = svc.environment.clone();
     for callee in &svc.calls {
         environment.insert(peer_env_name(callee), config.endpoint(&config.services[callee]));
@@ -164,6 +459,10 @@ fn task_definition(config: &Config, svc: &crate::config::Service) -> TaskDefinit
         cpu: svc.cpu,
         memory: svc.memory,
         environment,
+        execution_role: execution_role.to_string(),
+        task_role_arn: svc.task_role_arn.clone(),
+        log_group: log_group.to_string(),
+        region: region.to_string(),
     }
 }
 
@@ -174,6 +473,17 @@ fn subnet_cidr(config: &Config, index: usize) -> String {
     let vpc = config.network.cidr;
     let prefix = vpc.prefix_len() + validate_carve_bits(config.network.max_azs);
     vpc.subnets(prefix).expect("validated: prefix fits").nth(index).expect("validated: enough subnets").to_string()
+}
+
+/// Public subnets (NAT only) come after the private ones in the carving: the carve reserves room for both.
+fn public_subnet_cidr(config: &Config, index: usize) -> String {
+    if let Some(explicit) = &config.network.public_subnet_cidrs {
+        return explicit[index].to_string();
+    }
+    let vpc = config.network.cidr;
+    let prefix = vpc.prefix_len() + validate_carve_bits(config.network.max_azs);
+    let slot = config.network.max_azs + index;
+    vpc.subnets(prefix).expect("validated: prefix fits").nth(slot).expect("validated: enough subnets").to_string()
 }
 
 /// A deterministic idempotency token for a node (ECS clientToken: at most 36 ASCII characters).
@@ -190,6 +500,8 @@ fn hex(bytes: &[u8]) -> String {
 /// created them nor a config that still matches. Only nodes in `ids` are linked.
 pub fn recorded_graph(ids: &[String]) -> Vec<(String, Vec<String>)> {
     let has = |id: &str| ids.iter().any(|i| i == id);
+    let all = |prefix: &'static str| ids.iter().filter(move |i| i.starts_with(prefix)).cloned();
+    let private_routes = || all("rtb/").filter(|i| i != "rtb/public");
     ids.iter()
         .map(|id| {
             let mut deps: Vec<String> = Vec::new();
@@ -197,13 +509,45 @@ pub fn recorded_graph(ids: &[String]) -> Vec<(String, Vec<String>)> {
             let base = id.split('#').next().unwrap_or(id);
             let (kind, name) = base.split_once('/').unwrap_or((base, ""));
             match kind {
-                "subnet" | "namespace" | "sg" => deps.push("vpc".into()),
+                "subnet" | "public-subnet" | "namespace" | "sg" | "vpce-sg" | "igw" => deps.push("vpc".into()),
                 "sd" => deps.push("namespace".into()),
+                "cluster" => deps.extend(all("linked-role/")),
+                "td" => deps.extend(all("role/").chain(all("logs"))),
                 "sg-rule" => {
                     if let Some((caller, callee)) = name.split_once("->") {
                         deps.push(format!("sg/{caller}"));
                         deps.push(format!("sg/{callee}"));
                     }
+                }
+                "rtb" if name == "public" => {
+                    deps.extend(["vpc".to_string(), "igw".to_string()]);
+                    deps.extend(all("public-subnet/"));
+                }
+                "rtb" => {
+                    deps.extend(["vpc".to_string(), format!("subnet/{name}")]);
+                    deps.extend(all("nat/"));
+                }
+                "nat" => deps.extend([
+                    format!("public-subnet/{name}"),
+                    format!("eip/{name}"),
+                    "igw".to_string(),
+                    "rtb/public".to_string(),
+                ]),
+                "vpce" if name == "s3" => {
+                    deps.push("vpc".into());
+                    deps.extend(private_routes());
+                }
+                "vpce" => {
+                    deps.extend(["vpc".to_string(), "vpce-sg".to_string()]);
+                    deps.extend(all("subnet/"));
+                }
+                "vpce-rules" => {
+                    deps.push("vpce-sg".into());
+                    deps.extend(all("sg/"));
+                }
+                "egress" => {
+                    deps.extend(all("sg/"));
+                    deps.extend(["vpce-sg".to_string(), "prefix-list/s3".to_string()]);
                 }
                 "svc" => {
                     deps.extend([
@@ -211,14 +555,18 @@ pub fn recorded_graph(ids: &[String]) -> Vec<(String, Vec<String>)> {
                         format!("td/{name}"),
                         format!("sd/{name}"),
                         format!("sg/{name}"),
+                        format!("egress/{name}"),
                     ]);
-                    deps.extend(ids.iter().filter(|i| i.starts_with("subnet/")).cloned());
+                    deps.extend(all("subnet/"));
+                    deps.extend(private_routes());
+                    deps.extend(all("vpce/"));
+                    deps.extend(all("vpce-rules"));
                     let inbound = format!("->{name}");
-                    deps.extend(ids.iter().filter(|i| i.starts_with("sg-rule/") && i.ends_with(&inbound)).cloned());
+                    deps.extend(all("sg-rule/").filter(|i| i.ends_with(&inbound)));
                 }
                 _ => {}
             }
-            deps.retain(|d| has(d));
+            deps.retain(|d| has(d) && d != id);
             (id.clone(), deps)
         })
         .collect()
@@ -232,16 +580,26 @@ mod tests {
     #[test]
     fn teardown_graph_from_ids_matches_the_desired_graph() {
         let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shop.toml")).unwrap();
-        let config = Config::parse(Path::new("shop.toml"), &text).unwrap();
-        let nodes = desired_nodes(&config, &["a".into(), "b".into(), "c".into()]);
-        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-        let derived: std::collections::BTreeMap<_, _> = recorded_graph(&ids).into_iter().collect();
-        for node in &nodes {
-            let mut want = node.deps.clone();
-            let mut got = derived[&node.id].clone();
-            want.sort();
-            got.sort();
-            assert_eq!(got, want, "dependencies of {}", node.id);
+        let shop = Config::parse(Path::new("shop.toml"), &text).unwrap();
+        for (egress, nat_gateways) in [
+            (Egress::Endpoints, NatGateways::One),
+            (Egress::Nat, NatGateways::One),
+            (Egress::Nat, NatGateways::PerAz),
+            (Egress::None, NatGateways::One),
+        ] {
+            let mut config = shop.clone();
+            config.network.egress = egress;
+            config.network.nat_gateways = nat_gateways;
+            let nodes = desired_nodes(&config, &["a".into(), "b".into(), "c".into()], "us-east-1");
+            let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+            let derived: std::collections::BTreeMap<_, _> = recorded_graph(&ids).into_iter().collect();
+            for node in &nodes {
+                let mut want = node.deps.clone();
+                let mut got = derived[&node.id].clone();
+                want.sort();
+                got.sort();
+                assert_eq!(got, want, "dependencies of {} with egress {egress:?} {nat_gateways:?}", node.id);
+            }
         }
     }
 

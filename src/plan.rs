@@ -54,14 +54,25 @@ pub fn change_action(spec: &Spec) -> Action {
     match spec {
         // A new task definition revision, a service update, a Cloud Map TTL update, a new rule before the old one
         // is revoked: all without replacing what depends on them.
-        Spec::TaskDefinition(_) | Spec::Service { .. } | Spec::SdService { .. } | Spec::IngressRule { .. } => {
-            Action::Update
-        }
+        Spec::TaskDefinition(_)
+        | Spec::Service { .. }
+        | Spec::SdService { .. }
+        | Spec::IngressRule { .. }
+        | Spec::GroupRules { .. }
+        | Spec::RouteTable { .. }
+        | Spec::LogGroup { .. }
+        | Spec::LinkedRole { .. }
+        | Spec::PrefixList { .. } => Action::Update,
         Spec::Vpc { .. }
         | Spec::Subnet { .. }
         | Spec::Namespace { .. }
         | Spec::Cluster { .. }
-        | Spec::SecurityGroup { .. } => Action::Replace,
+        | Spec::SecurityGroup { .. }
+        | Spec::ExecutionRole { .. }
+        | Spec::Endpoint { .. }
+        | Spec::InternetGateway { .. }
+        | Spec::ElasticIp { .. }
+        | Spec::NatGateway { .. } => Action::Replace,
     }
 }
 
@@ -80,6 +91,12 @@ pub fn replace_reason(node: &Node) -> String {
         Spec::Cluster { name } => format!("the cluster name (now {name}): replacing it destroys every ECS service"),
         Spec::SecurityGroup { group_name, .. } => {
             format!("security group {group_name}: replacing it cuts the service off until its rules are recreated")
+        }
+        Spec::Endpoint { service, .. } => {
+            format!("VPC endpoint {service}: replacing it cuts image pulls or logs until the new one is available")
+        }
+        Spec::NatGateway { .. } | Spec::ElasticIp { .. } | Spec::InternetGateway { .. } => {
+            "the NAT path: replacing it cuts the tasks' way out until the new gateway is available".to_string()
         }
         _ => String::new(),
     };
@@ -115,8 +132,14 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
                 if drift.is_empty() {
                     (Verdict::InSync, Action::NoOp)
                 } else {
-                    let action =
-                        if matches!(node.spec, Spec::Service { .. }) { Action::Update } else { Action::Unsupported };
+                    let repairable = matches!(
+                        node.spec,
+                        Spec::Service { .. }
+                            | Spec::GroupRules { .. }
+                            | Spec::RouteTable { .. }
+                            | Spec::LogGroup { .. }
+                    );
+                    let action = if repairable { Action::Update } else { Action::Unsupported };
                     (Verdict::Drifted(drift), action)
                 }
             }
@@ -131,9 +154,14 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> Vec<NodeStatus> {
             action,
         });
     }
-    // A service whose dependency is recreated, or whose task definition gets a new revision, is updated to it.
+    // A node that points at another (a service at its subnets and revision, a route table at its subnets, rules at
+    // their peer groups, an endpoint at its subnets or route tables) is updated when that one is recreated.
     for (i, node) in nodes.iter().enumerate() {
-        if matches!(node.spec, Spec::Service { .. }) && out[i].action == Action::NoOp {
+        let points = matches!(
+            node.spec,
+            Spec::Service { .. } | Spec::RouteTable { .. } | Spec::GroupRules { .. } | Spec::Endpoint { .. }
+        );
+        if points && out[i].action == Action::NoOp {
             let moved = node.deps.iter().any(|d| {
                 out.iter().any(|s| {
                     &s.node == d
@@ -214,9 +242,55 @@ fn drift(node: &Node, facts: &Facts, state: &StateFile) -> Vec<String> {
                 d.push("Cloud Map registry differs".into());
             }
         }
+        (Spec::GroupRules { ingress, egress, .. }, Facts::GroupRules { ingress: li, egress: le }) => {
+            for (direction, wanted, live) in [("ingress", ingress, li), ("egress", egress, le)] {
+                let Some(wanted) = wanted else { continue };
+                // A peer not recorded yet (being created) cannot be compared: the apply that records it sets it.
+                let Some(want) = crate::steps::group_rules::desired_keys(wanted, recorded_id) else { continue };
+                let extra: Vec<String> = live.difference(&want).map(rule_text).collect();
+                let missing: Vec<String> = want.difference(live).map(rule_text).collect();
+                if !extra.is_empty() {
+                    d.push(format!("{direction} also allows {}", extra.join(", ")));
+                }
+                if !missing.is_empty() {
+                    d.push(format!("{direction} lacks {}", missing.join(", ")));
+                }
+            }
+        }
+        (Spec::RouteTable { subnets, default_route, .. }, Facts::RouteTable { subnets: ls, default_target }) => {
+            let want: BTreeSet<String> = subnets.iter().filter_map(|s| recorded_id(s)).collect();
+            if !want.is_subset(ls) {
+                d.push("not associated with all its subnets".into());
+            }
+            let target = default_route.as_deref().and_then(recorded_id);
+            if default_route.is_some() && target.as_ref() != default_target.as_ref() {
+                d.push(format!(
+                    "default route goes to {}, not {}",
+                    default_target.as_deref().unwrap_or("nowhere"),
+                    target.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        (Spec::LogGroup { retention_days, .. }, Facts::LogGroup { retention_days: live })
+            if *live != Some(*retention_days as i32) =>
+        {
+            d.push(format!(
+                "retention is {}, not {retention_days} days",
+                live.map_or("never expire".to_string(), |l| format!("{l} days"))
+            ));
+        }
         _ => {}
     }
     d
+}
+
+fn rule_text(key: &crate::steps::group_rules::RuleKey) -> String {
+    let (protocol, from, to, peer) = key;
+    match protocol.as_str() {
+        "-1" => format!("all traffic to/from {peer}"),
+        _ if from == to => format!("{protocol}/{from} {peer}"),
+        _ => format!("{protocol}/{from}-{to} {peer}"),
+    }
 }
 
 /// One allowed path into a service, from the live rules.

@@ -32,6 +32,8 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub sd: aws_sdk_servicediscovery::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub region: String,
     /// Every call made through these clients.
     pub calls: Arc<CallCounts>,
@@ -85,7 +87,13 @@ impl Clients {
                 aws_sdk_ecs::config::Builder::from(&conf).interceptor(counter.clone()).build(),
             ),
             sd: aws_sdk_servicediscovery::Client::from_conf(
-                aws_sdk_servicediscovery::config::Builder::from(&conf).interceptor(counter).build(),
+                aws_sdk_servicediscovery::config::Builder::from(&conf).interceptor(counter.clone()).build(),
+            ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&conf).interceptor(counter.clone()).build(),
+            ),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(&conf).interceptor(counter).build(),
             ),
             region,
             calls,

@@ -19,6 +19,7 @@ pub struct DownArgs {
     pub parallelism: usize,
     pub yes: bool,
     pub adopt: bool,
+    pub delete_logs: bool,
     pub operation_timeout: Duration,
     pub dependency_timeout: Duration,
 }
@@ -28,6 +29,8 @@ pub struct DownArgs {
 pub(crate) enum Done {
     Deleted,
     AlreadyGone,
+    /// Left in place on purpose (the log group, the account's service-linked role) and forgotten.
+    Kept,
     NotOwned(Option<String>),
 }
 
@@ -79,6 +82,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         operation_timeout: args.operation_timeout,
         created: Default::default(),
         dependency_timeout: args.dependency_timeout,
+        delete_logs: args.delete_logs,
     };
     console.start_progress(ids.len());
     let ids = Arc::new(ids);
@@ -90,11 +94,12 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     console.finish_progress();
 
     let mut rows = Vec::new();
-    let (mut deleted, mut gone, mut foreign, mut failed, mut skipped) = (0, 0, 0, 0, 0);
+    let (mut deleted, mut gone, mut foreign, mut failed, mut skipped, mut kept) = (0, 0, 0, 0, 0, 0);
     for (node, outcome) in ids.iter().zip(&outcomes) {
         let (action, detail) = match outcome {
             Outcome::Done(Done::Deleted) => (("deleted", &mut deleted), None),
             Outcome::Done(Done::AlreadyGone) => (("already gone", &mut gone), None),
+            Outcome::Done(Done::Kept) => (("kept", &mut kept), Some(kept_reason(node))),
             Outcome::Done(Done::NotOwned(tag)) => {
                 let who = tag.as_deref().map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
                 (("not owned", &mut foreign), Some(format!("left in place: it carries {who}")))
@@ -118,7 +123,9 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     if !args.adopt && !stop.is_stopped() {
         // What failed to delete is still recorded and already reported; everything else found is a leftover.
         for (node, record) in discover::tagged(&ctx.clients, &stack).await? {
-            if ctx.state.lock().expect("state lock").get(&node).is_none() {
+            // The log group is kept on purpose unless --delete-logs.
+            let kept_on_purpose = node == "logs" && !args.delete_logs;
+            if ctx.state.lock().expect("state lock").get(&node).is_none() && !kept_on_purpose {
                 leftovers.push(format!("{node} ({})", short_id(&record.id)));
             }
         }
@@ -137,7 +144,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     let api = ctx.clients.calls.summary();
     let secs = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{deleted} deleted, {gone} already gone, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({} API calls, {} mutating, {} retried)",
+        "{deleted} deleted, {gone} already gone, {kept} kept, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({} API calls, {} mutating, {} retried)",
         api.calls, api.mutating, api.retries
     );
     let ok = failed == 0 && skipped == 0 && foreign == 0 && leftovers.is_empty();
@@ -159,7 +166,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         "ok": ok,
         "state_file_removed": everything_gone,
         "tagged_leftovers": leftovers,
-        "summary": { "deleted": deleted, "already_gone": gone, "not_owned": foreign, "failed": failed, "skipped": skipped },
+        "summary": { "deleted": deleted, "already_gone": gone, "kept": kept, "not_owned": foreign, "failed": failed, "skipped": skipped },
         "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
         "seconds": (secs * 1000.0).round() / 1000.0,
         "nodes": rows,
@@ -198,12 +205,24 @@ pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Console) -> Result<D
         Owner::Us => match steps::delete(ctx, node, &record).await? {
             Deleted::Now => Done::Deleted,
             Deleted::AlreadyGone => Done::AlreadyGone,
+            Deleted::Kept => Done::Kept,
         },
     };
     ctx.state.lock().expect("state lock").forget(node)?;
-    let verb = if done == Done::Deleted { "deleted" } else { "gone" };
+    let verb = match done {
+        Done::Deleted => "deleted",
+        Done::Kept => "kept",
+        _ => "gone",
+    };
     console.step(verb, node, &short_id(&record.id), Some(started.elapsed()));
     Ok(done)
+}
+
+fn kept_reason(node: &str) -> String {
+    match steps::kind_of(node) {
+        "logs" => "kept with its logs; `secep down --delete-logs` deletes it".into(),
+        _ => "account-wide, shared with other stacks: left in place".into(),
+    }
 }
 
 /// On a terminal, asks before deleting; elsewhere `--yes` is required, so a script never deletes by accident.

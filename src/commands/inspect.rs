@@ -27,8 +27,8 @@ struct Inspection {
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
     let Opened { config, clients, state, .. } = open(common, console, false).await?;
     let azs = resolve_azs(&config, &state, &clients).await?;
-    let nodes = desired_nodes(&config, &azs);
-    let live = live::read(&clients, &config.stack.name, &state).await?;
+    let nodes = desired_nodes(&config, &azs, &clients.region);
+    let live = live::read(&clients, &config.stack.name, &state, &nodes).await?;
     let statuses = diff(&nodes, &state, &live);
     let audit = audit(&config, &live);
     Ok(Inspection {
@@ -96,12 +96,12 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
     let id_w = i.statuses.iter().flat_map(|s| [id(&s.recorded).len(), id(&s.live).len()]).max().unwrap_or(8).max(8);
     let header = ["NODE", "KIND", "DESIRED", "RECORDED", "LIVE", "VERDICT"];
     text.push_str(&format!(
-        "{:<node_w$}  {:<18} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
+        "{:<node_w$}  {:<19} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
         header[0], header[1], header[2], header[3], header[4], header[5]
     ));
     for s in &i.statuses {
         text.push_str(&format!(
-            "{:<node_w$}  {:<18} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
+            "{:<node_w$}  {:<19} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
             s.node,
             s.kind,
             if s.desired { "yes" } else { "no" },
@@ -128,6 +128,12 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         ));
     }
     text.push_str(&reachability_matrix(&i.config, &i.audit));
+    text.push_str(&format!("\nEgress: {}", egress_text(&i.config)));
+    if i.config.network.egress == crate::config::Egress::None {
+        console.warn(
+            "network.egress = \"none\": tasks cannot pull images from ECR or Docker Hub, nor ship logs to CloudWatch; only images reachable inside the VPC will start\n  hint: use egress = \"endpoints\" (VPC endpoints) or \"nat\"",
+        );
+    }
     let differences = i.statuses.iter().filter(|s| s.verdict != Verdict::InSync).count();
     text.push_str(&format!(
         "\n{} in sync, {differences} differ; reachability {}; {} API calls, {} mutating",
@@ -143,6 +149,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         "region": i.region,
         "state_file": i.state_file,
         "in_sync": in_sync,
+        "egress": i.config.network.egress,
         "namespace": { "name": i.config.namespace.name, "id": ns.map(|n| n.id.clone()) },
         "nodes": i.statuses,
         "services": services,
@@ -154,6 +161,19 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating, "retries": i.calls.retries },
     }));
     Ok(if in_sync { exit::OK } else { exit::DIFFERENCES })
+}
+
+/// One line on how tasks get out of the private subnets.
+fn egress_text(config: &Config) -> String {
+    use crate::config::{Egress, NatGateways};
+    match (config.network.egress, config.network.nat_gateways) {
+        (Egress::Endpoints, _) => {
+            "VPC endpoints (ecr.api, ecr.dkr, logs; S3 gateway); services may open HTTPS only to them".to_string()
+        }
+        (Egress::Nat, NatGateways::One) => "one NAT gateway for all AZs; services may open HTTPS anywhere".to_string(),
+        (Egress::Nat, NatGateways::PerAz) => "a NAT gateway per AZ; services may open HTTPS anywhere".to_string(),
+        (Egress::None, _) => "none: no way out of the VPC".to_string(),
+    }
 }
 
 /// Who may reach whom, from the live rules: a matrix over the declared services, then every extra and missing path.

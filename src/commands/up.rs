@@ -46,11 +46,11 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     );
 
     let azs = resolve_azs(&config, &state, &clients).await?;
-    let nodes = desired_nodes(&config, &azs);
+    let nodes = desired_nodes(&config, &azs, &clients.region);
     let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
     // Look at what really exists first (one batched read round): resources deleted or changed behind secep's back
     // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
-    let live = live::read(&clients, &config.stack.name, &state).await?;
+    let live = live::read(&clients, &config.stack.name, &state, &nodes).await?;
     let statuses = diff(&nodes, &state, &live);
     let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
     let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
@@ -82,6 +82,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         operation_timeout: args.operation_timeout,
         created: Default::default(),
         dependency_timeout: args.operation_timeout,
+        delete_logs: false,
     };
     console.start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;
@@ -194,6 +195,22 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
             ctx.state.lock().expect("state lock").record(&node.id, new_record.clone())?;
             steps::delete(ctx, &node.id, record).await?;
         }
+        Spec::GroupRules { group, ingress, egress } => {
+            steps::group_rules::apply(ctx, &node.id, group, ingress.as_deref(), egress.as_deref()).await?;
+        }
+        Spec::RouteTable { subnets, default_route, .. } => {
+            steps::egress::converge_route_table(ctx, &record.id, subnets, default_route.as_deref()).await?;
+        }
+        Spec::LogGroup { name, retention_days } => {
+            steps::log_group::set_retention(ctx, name, *retention_days).await?;
+        }
+        Spec::Endpoint { gateway, .. } => {
+            steps::egress::converge_endpoint(ctx, &record.id, *gateway, &node.deps).await?;
+        }
+        // Lookups: looked up again.
+        Spec::LinkedRole { .. } | Spec::PrefixList { .. } => {
+            new_record = steps::create(ctx, node, None).await?;
+        }
         _ => anyhow::bail!("internal error: {} cannot be updated in place", node.id),
     }
     let id = new_record.id.clone();
@@ -244,6 +261,7 @@ async fn remove_dropped(
     if removed.is_empty() {
         return Ok(0);
     }
+    revoke_references(ctx, removed).await?;
     let dag = Dag::new(crate::model::recorded_graph(removed))?.reversed();
     let ids = Arc::new(removed.to_vec());
     let outcomes = walk(&dag, parallelism, stop, |i| {
@@ -265,6 +283,33 @@ async fn remove_dropped(
         }
     }
     Ok(failed)
+}
+
+/// Before groups are removed, the groups that stay stop naming them (a caller's egress, the endpoints' ingress):
+/// AWS refuses to delete a group another group's rule names.
+async fn revoke_references(ctx: &Ctx, removed: &[String]) -> Result<()> {
+    let (groups, keepers): (Vec<String>, Vec<String>) = {
+        let state = ctx.state.lock().expect("state lock");
+        let groups = removed
+            .iter()
+            .filter(|n| matches!(steps::kind_of(n), "sg" | "vpce-sg"))
+            .filter_map(|n| state.get(n).map(|r| r.id.clone()))
+            .collect();
+        let keepers = state
+            .nodes()
+            .iter()
+            .filter(|(n, _)| matches!(steps::kind_of(n), "egress" | "vpce-rules") && !removed.contains(n))
+            .map(|(_, r)| r.id.clone())
+            .collect();
+        (groups, keepers)
+    };
+    if groups.is_empty() {
+        return Ok(());
+    }
+    for group in keepers {
+        steps::group_rules::revoke_naming(ctx, &group, &groups).await?;
+    }
+    Ok(())
 }
 
 /// Revokes live ingress rules on the stack's groups that no `calls` entry declares.

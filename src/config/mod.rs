@@ -21,6 +21,10 @@ pub const DEFAULT_CPU: u32 = 256;
 pub const DEFAULT_MEMORY: u32 = 512;
 pub const DEFAULT_DESIRED_COUNT: u32 = 1;
 pub const DEFAULT_DNS_TTL: u32 = 10;
+pub const DEFAULT_LOG_RETENTION_DAYS: u32 = 30;
+/// The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
+pub const LOG_RETENTION_DAYS: [u32; 22] =
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// A validated stack description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +33,7 @@ pub struct Config {
     pub stack: Stack,
     pub network: Network,
     pub namespace: Namespace,
+    pub logs: Logs,
     /// Keyed and ordered by service name.
     pub services: BTreeMap<String, Service>,
 }
@@ -37,6 +42,42 @@ pub struct Config {
 pub struct Stack {
     pub name: String,
     pub region: Option<String>,
+    /// An existing task execution role; otherwise secep creates one for the stack.
+    pub execution_role_arn: Option<String>,
+}
+
+/// How tasks in the private subnets reach ECR, CloudWatch Logs and S3 (image layers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Egress {
+    /// Interface endpoints for ecr.api, ecr.dkr and logs, a gateway endpoint for S3; no route to the internet.
+    Endpoints,
+    /// Public subnets, an internet gateway and NAT gateway(s): tasks reach anything on 443.
+    Nat,
+    /// No way out of the VPC: images must be reachable inside it.
+    None,
+}
+
+impl Egress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Egress::Endpoints => "endpoints",
+            Egress::Nat => "nat",
+            Egress::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatGateways {
+    /// One NAT gateway for all AZs: cheaper, but an AZ outage there cuts every AZ's egress.
+    One,
+    PerAz,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +88,10 @@ pub struct Network {
     pub azs: Option<Vec<String>>,
     /// Explicit private subnet CIDRs, one per AZ; otherwise carved from `cidr`.
     pub subnet_cidrs: Option<Vec<Ipv4Net>>,
+    pub egress: Egress,
+    pub nat_gateways: NatGateways,
+    /// Explicit public subnet CIDRs (egress = "nat" only), one per AZ; otherwise carved after the private ones.
+    pub public_subnet_cidrs: Option<Vec<Ipv4Net>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +112,8 @@ pub struct Service {
     /// Names of the services this one calls, in config order.
     pub calls: Vec<String>,
     pub environment: BTreeMap<String, String>,
+    /// The IAM role the task's containers run as (`taskRoleArn`), if any.
+    pub task_role_arn: Option<String>,
 }
 
 impl Config {
@@ -162,34 +209,95 @@ impl fmt::Display for LocatedProblem {
 fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Problems) -> (Config, validate::Spans) {
     let mut root = Section::new("", doc.get_ref(), doc.span());
 
-    let (stack_name, region) = match root.table("stack", problems) {
+    let (stack_name, region, execution_role_arn) = match root.table("stack", problems) {
         Some(mut s) => {
             let name = required(s.string("name", problems), &s, "name", problems);
             let region = s.string("region", problems);
-            s.finish(&["name", "region"], problems);
-            (name, region)
+            let role = s.string("execution_role_arn", problems);
+            s.finish(&["name", "region", "execution_role_arn"], problems);
+            (name, region, role)
         }
         None => {
             missing(&root, "stack", "add a [stack] table with `name = \"...\"`", problems);
-            (None, None)
+            (None, None, None)
         }
     };
 
-    let (cidr, max_azs, azs, subnet_cidrs, network_span) = match root.table("network", problems) {
+    let mut egress = Egress::Endpoints;
+    let mut nat_gateways = NatGateways::One;
+    let mut egress_spans = validate::EgressSpans::default();
+    let (cidr, max_azs, azs, subnet_cidrs, public_subnet_cidrs, network_span) = match root.table("network", problems) {
         Some(mut s) => {
             let cidr = required(s.string("cidr", problems), &s, "cidr", problems);
             let max_azs = s.integer("max_azs", problems);
             let azs = s.string_list("azs", problems);
             let subnet_cidrs = s.string_list("subnet_cidrs", problems);
+            let public_subnet_cidrs = s.string_list("public_subnet_cidrs", problems);
+            if let Some(e) = s.string("egress", problems) {
+                egress = match e.value.as_str() {
+                    "endpoints" => Egress::Endpoints,
+                    "nat" => Egress::Nat,
+                    "none" => Egress::None,
+                    other => {
+                        problems.add(
+                            "network.egress",
+                            e.span.clone(),
+                            format!("`{other}` is not an egress mode: use \"endpoints\" (VPC endpoints, the default), \"nat\" (NAT gateways) or \"none\" (no way out)"),
+                        );
+                        Egress::Endpoints
+                    }
+                };
+                egress_spans.egress = Some(e.span);
+            }
+            if let Some(v) = s.value("nat_gateways") {
+                nat_gateways = match v.get_ref() {
+                    DeValue::Integer(i) if i.as_str() == "1" => NatGateways::One,
+                    DeValue::String(t) if t == "one" => NatGateways::One,
+                    DeValue::String(t) if t == "per_az" => NatGateways::PerAz,
+                    _ => {
+                        problems.add(
+                            "network.nat_gateways",
+                            v.span(),
+                            "must be 1 (one NAT gateway for all AZs) or \"per_az\" (one per AZ)",
+                        );
+                        NatGateways::One
+                    }
+                };
+                egress_spans.nat_gateways = Some(v.span());
+            }
+            egress_spans.public_subnet_cidrs =
+                public_subnet_cidrs.as_ref().map(|l| l.iter().map(|c| c.span.clone()).collect());
             let span = s.span();
-            s.finish(&["cidr", "max_azs", "azs", "subnet_cidrs"], problems);
-            (cidr, max_azs, azs, subnet_cidrs, span)
+            s.finish(
+                &["cidr", "max_azs", "azs", "subnet_cidrs", "egress", "nat_gateways", "public_subnet_cidrs"],
+                problems,
+            );
+            (cidr, max_azs, azs, subnet_cidrs, public_subnet_cidrs, span)
         }
         None => {
             missing(&root, "network", "add a [network] table with `cidr = \"10.0.0.0/16\"`", problems);
-            (None, None, None, None, root.span())
+            (None, None, None, None, None, root.span())
         }
     };
+
+    let mut retention_days = DEFAULT_LOG_RETENTION_DAYS;
+    if let Some(mut s) = root.table("logs", problems) {
+        if let Some(days) = s.integer("retention_days", problems) {
+            if LOG_RETENTION_DAYS.iter().any(|d| i64::from(*d) == days.value) {
+                retention_days = days.value as u32;
+            } else {
+                problems.add(
+                    "logs.retention_days",
+                    days.span,
+                    format!(
+                        "{} is not a retention CloudWatch Logs accepts; use one of {LOG_RETENTION_DAYS:?}",
+                        days.value
+                    ),
+                );
+            }
+        }
+        s.finish(&["retention_days"], problems);
+    }
 
     let (ns_name, ns_ttl) = match root.table("namespace", problems) {
         Some(mut s) => {
@@ -226,7 +334,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         }
         None => missing(&root, "services", "declare at least one [services.<name>] table", problems),
     }
-    root.finish(&["stack", "network", "namespace", "services"], problems);
+    root.finish(&["stack", "network", "namespace", "logs", "services"], problems);
 
     let cidr_value = cidr.as_ref().and_then(|c| validate::parse_cidr("network.cidr", c, problems));
     let max_azs_value = match &max_azs {
@@ -243,6 +351,9 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
     };
     let subnet_values = subnet_cidrs.as_ref().map(|list| {
         list.iter().filter_map(|c| validate::parse_cidr("network.subnet_cidrs", c, problems)).collect::<Vec<_>>()
+    });
+    let public_subnet_values = public_subnet_cidrs.as_ref().map(|list| {
+        list.iter().filter_map(|c| validate::parse_cidr("network.public_subnet_cidrs", c, problems)).collect::<Vec<_>>()
     });
     let dns_ttl = ns_ttl.as_ref().map_or(Some(DEFAULT_DNS_TTL), |t| validate::ttl("namespace.dns_ttl", t, problems));
 
@@ -268,6 +379,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
                 dns_ttl: ttl.unwrap_or(DEFAULT_DNS_TTL),
                 calls: raw.calls.iter().map(|c| c.value.clone()).collect(),
                 environment: raw.environment.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
+                task_role_arn: raw.task_role_arn.as_ref().map(|r| r.value.clone()),
             },
         );
         service_spans.insert(raw.name.value.clone(), raw);
@@ -278,17 +390,22 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         stack: Stack {
             name: stack_name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
             region: region.as_ref().map(|r| r.value.clone()),
+            execution_role_arn: execution_role_arn.as_ref().map(|r| r.value.clone()),
         },
         network: Network {
             cidr: cidr_value.unwrap_or_else(|| "10.0.0.0/16".parse().expect("valid placeholder")),
             max_azs: max_azs_value.unwrap_or(1),
             azs: azs.as_ref().map(|a| a.iter().map(|z| z.value.clone()).collect()),
             subnet_cidrs: subnet_values,
+            egress,
+            nat_gateways,
+            public_subnet_cidrs: public_subnet_values,
         },
         namespace: Namespace {
             name: ns_name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
             dns_ttl: dns_ttl.unwrap_or(DEFAULT_DNS_TTL),
         },
+        logs: Logs { retention_days },
         services,
     };
     // Spans the semantic checks need, kept beside the model so the model itself stays plain data. A `None` span
@@ -302,6 +419,8 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         azs: azs.map(|a| a.into_iter().map(|z| z.span).collect()),
         subnet_cidrs: subnet_cidrs.map(|a| a.into_iter().map(|z| z.span).collect()),
         namespace_name: ns_name.map(|n| n.span),
+        execution_role_arn: execution_role_arn.map(|r| r.span),
+        egress: egress_spans,
         services: service_spans,
     };
     (config, spans)
@@ -319,6 +438,7 @@ pub(crate) struct RawService {
     pub dns_ttl: Option<Located<i64>>,
     pub calls: Vec<Located<String>>,
     pub environment: Vec<(Located<String>, Located<String>)>,
+    pub task_role_arn: Option<Located<String>>,
     pub span: std::ops::Range<usize>,
 }
 
@@ -330,6 +450,7 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
     let desired_count = s.integer("desired_count", problems);
     let dns_ttl = s.integer("dns_ttl", problems);
     let calls = s.string_list("calls", problems).unwrap_or_default();
+    let task_role_arn = s.string("task_role_arn", problems);
     let mut environment = Vec::new();
     if let Some(mut env) = s.table("environment", problems) {
         for (key, value) in env.entries() {
@@ -351,8 +472,11 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
         }
     }
     let span = s.span();
-    s.finish(&["image", "port", "cpu", "memory", "desired_count", "dns_ttl", "calls", "environment"], problems);
-    RawService { name, image, port, cpu, memory, desired_count, dns_ttl, calls, environment, span }
+    s.finish(
+        &["image", "port", "cpu", "memory", "desired_count", "dns_ttl", "calls", "environment", "task_role_arn"],
+        problems,
+    );
+    RawService { name, image, port, cpu, memory, desired_count, dns_ttl, calls, environment, task_role_arn, span }
 }
 
 fn required<T>(

@@ -90,6 +90,11 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A value of any type, for keys that accept more than one (`nat_gateways = 1 | "per_az"`).
+    pub fn value(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        self.get(key)
+    }
+
     pub fn string_list(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<Located<String>>> {
         let value = self.get(key)?;
         let Some(items) = value.get_ref().as_array() else {

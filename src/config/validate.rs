@@ -6,7 +6,7 @@ use std::ops::Range;
 use ipnet::Ipv4Net;
 
 use super::reader::{Located, Problems};
-use super::{Config, RawService};
+use super::{Config, Egress, RawService};
 use crate::model::peer_env_name;
 
 /// Where the checked values stand in the file.
@@ -20,7 +20,17 @@ pub(crate) struct Spans {
     pub azs: Option<Vec<Range<usize>>>,
     pub subnet_cidrs: Option<Vec<Range<usize>>>,
     pub namespace_name: Option<Range<usize>>,
+    pub execution_role_arn: Option<Range<usize>>,
+    pub egress: EgressSpans,
     pub services: BTreeMap<String, RawService>,
+}
+
+/// Where the egress keys stand, for the checks that tie them together.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EgressSpans {
+    pub egress: Option<Range<usize>>,
+    pub nat_gateways: Option<Range<usize>>,
+    pub public_subnet_cidrs: Option<Vec<Range<usize>>>,
 }
 
 /// Smallest and largest subnet AWS accepts for a VPC or subnet.
@@ -56,6 +66,9 @@ fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
         );
     }
     check_region(config, spans, problems);
+    if let (Some(arn), Some(span)) = (&config.stack.execution_role_arn, &spans.execution_role_arn) {
+        check_role_arn("stack.execution_role_arn", arn, span, problems);
+    }
 }
 
 fn check_region(config: &Config, spans: &Spans, problems: &mut Problems) {
@@ -106,38 +119,110 @@ fn check_network(config: &Config, spans: &Spans, problems: &mut Problems) {
             }
         }
     }
-    match (&net.subnet_cidrs, &spans.subnet_cidrs) {
-        (Some(subnets), Some(subnet_spans)) => {
-            if subnets.len() != net.max_azs {
-                problems.add(
-                    "network.subnet_cidrs",
-                    spans.network.clone(),
-                    format!(
-                        "lists {} CIDRs but there are {} AZs (max_azs); give exactly one per AZ",
-                        subnets.len(),
-                        net.max_azs
-                    ),
-                );
-            }
-            for (i, (subnet, span)) in subnets.iter().zip(subnet_spans).enumerate() {
-                if !vpc.contains(subnet) {
-                    problems.add(
-                        "network.subnet_cidrs",
-                        span.clone(),
-                        format!("{subnet} is not inside the VPC CIDR {vpc}"),
-                    );
-                }
-                if let Some(other) = subnets[..i].iter().find(|o| o.contains(subnet) || subnet.contains(*o)) {
-                    problems.add("network.subnet_cidrs", span.clone(), format!("{subnet} overlaps {other}"));
-                }
-            }
+    if let (Some(subnets), Some(subnet_spans)) = (&net.subnet_cidrs, &spans.subnet_cidrs) {
+        check_subnet_list("network.subnet_cidrs", subnets, subnet_spans, &[], config, spans, problems);
+    } else {
+        let bits = carve_bits(net.max_azs);
+        if vpc.prefix_len() + bits > MAX_PREFIX {
+            problems.add("network.cidr", spans.network.clone(), format!("{vpc} is too small to carve {} private subnets of at least /{MAX_PREFIX}; use a larger CIDR or fewer AZs", net.max_azs));
         }
-        _ => {
-            let bits = carve_bits(net.max_azs);
-            if vpc.prefix_len() + bits > MAX_PREFIX {
-                problems.add("network.cidr", spans.network.clone(), format!("{vpc} is too small to carve {} private subnets of at least /{MAX_PREFIX}; use a larger CIDR or fewer AZs", net.max_azs));
-            }
+    }
+    check_egress(config, spans, problems);
+}
+
+/// The egress keys agree with each other: NAT settings only with `egress = "nat"`, and public subnets it can place.
+fn check_egress(config: &Config, spans: &Spans, problems: &mut Problems) {
+    let net = &config.network;
+    let e = &spans.egress;
+    if net.egress != Egress::Nat {
+        let mode = net.egress.as_str();
+        if let Some(span) = &e.nat_gateways {
+            problems.add(
+                "network.nat_gateways",
+                span.clone(),
+                format!("only applies with egress = \"nat\" (egress is \"{mode}\"); drop it or set egress = \"nat\""),
+            );
         }
+        if let Some(spans) = &e.public_subnet_cidrs {
+            let span = spans.first().cloned().unwrap_or_else(|| e.egress.clone().unwrap_or(0..0));
+            problems.add(
+                "network.public_subnet_cidrs",
+                span,
+                format!(
+                    "only applies with egress = \"nat\" (egress is \"{mode}\"): other modes have no public subnets"
+                ),
+            );
+        }
+        return;
+    }
+    match (&net.public_subnet_cidrs, &e.public_subnet_cidrs) {
+        (Some(public), Some(public_spans)) => {
+            let private: Vec<Ipv4Net> = match &net.subnet_cidrs {
+                Some(p) => p.clone(),
+                None => (0..net.max_azs).filter_map(|i| carved_subnet(net.cidr, net.max_azs, i)).collect(),
+            };
+            check_subnet_list("network.public_subnet_cidrs", public, public_spans, &private, config, spans, problems);
+        }
+        _ if net.subnet_cidrs.is_some() => problems.add(
+            "network.public_subnet_cidrs",
+            e.egress.clone().unwrap_or(spans.network.clone()),
+            "egress = \"nat\" needs one public subnet per AZ for the NAT gateways: with explicit subnet_cidrs, list them in public_subnet_cidrs too",
+        ),
+        _ => {}
+    }
+}
+
+/// The i-th carved subnet of a VPC: private ones first, then (for NAT) the public ones.
+pub fn carved_subnet(vpc: Ipv4Net, max_azs: usize, index: usize) -> Option<Ipv4Net> {
+    vpc.subnets(vpc.prefix_len() + carve_bits(max_azs)).ok()?.nth(index)
+}
+
+/// One subnet CIDR per AZ, each inside the VPC, none overlapping another or any of `others`.
+fn check_subnet_list(
+    field: &str,
+    subnets: &[Ipv4Net],
+    subnet_spans: &[Range<usize>],
+    others: &[Ipv4Net],
+    config: &Config,
+    spans: &Spans,
+    problems: &mut Problems,
+) {
+    let (vpc, max_azs) = (config.network.cidr, config.network.max_azs);
+    if subnets.len() != max_azs {
+        problems.add(
+            field,
+            spans.network.clone(),
+            format!("lists {} CIDRs but there are {max_azs} AZs (max_azs); give exactly one per AZ", subnets.len()),
+        );
+    }
+    for (i, (subnet, span)) in subnets.iter().zip(subnet_spans).enumerate() {
+        if !vpc.contains(subnet) {
+            problems.add(field, span.clone(), format!("{subnet} is not inside the VPC CIDR {vpc}"));
+        }
+        let overlaps = |o: &&Ipv4Net| o.contains(subnet) || subnet.contains(*o);
+        if let Some(other) = subnets[..i].iter().chain(others).find(overlaps) {
+            problems.add(field, span.clone(), format!("{subnet} overlaps {other}"));
+        }
+    }
+}
+
+/// `arn:aws:iam::123456789012:role/name` (any partition, any path).
+fn check_role_arn(field: &str, arn: &str, span: &Range<usize>, problems: &mut Problems) {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty());
+    if !ok {
+        problems.add(
+            field,
+            span.clone(),
+            format!("`{arn}` is not an IAM role ARN such as arn:aws:iam::123456789012:role/my-role"),
+        );
     }
 }
 
@@ -150,6 +235,9 @@ pub fn carve_bits(max_azs: usize) -> u8 {
 fn check_service(config: &Config, raw: &RawService, problems: &mut Problems) {
     let name = &raw.name.value;
     let field = |key: &str| format!("services.{name}.{key}");
+    if let Some(arn) = &raw.task_role_arn {
+        check_role_arn(&field("task_role_arn"), &arn.value, &arn.span, problems);
+    }
     let ok_name = (1..=63).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')

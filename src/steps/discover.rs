@@ -33,9 +33,37 @@ fn add(found: &mut BTreeMap<String, Record>, node: &str, record: Record) {
 pub async fn tagged(clients: &Clients, stack: &str) -> Result<BTreeMap<String, Record>> {
     let mut found = BTreeMap::new();
     ec2(clients, stack, &mut found).await?;
+    egress(clients, stack, &mut found).await?;
     ecs(clients, stack, &mut found).await?;
     cloud_map(clients, stack, &mut found).await?;
+    account(clients, stack, &mut found).await?;
     Ok(found)
+}
+
+/// Route tables, endpoints, gateways and addresses: one describe per kind, by tag (DescribeTags would be fewer
+/// calls, but deleted resources keep answering it for a while).
+async fn egress(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
+    let kinds = ["rtb", "vpce", "igw", "eip", "nat"].into_iter().collect();
+    let live = super::live::read_egress(clients, stack, &kinds, &Default::default()).await?;
+    for (node, l) in live.nodes {
+        add(found, node.split('#').next().unwrap_or(&node), adopted(&l.id, None));
+    }
+    Ok(())
+}
+
+/// The execution role (named after the stack) and the log group (`/secep/<stack>`), if tagged as the stack's.
+async fn account(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
+    let name = crate::model::execution_role_name(stack);
+    if let Some((arn, Some(tag))) = super::iam::read_role(clients, &name).await?
+        && tag == stack
+    {
+        found.insert("role/execution".into(), adopted(&name, Some(&arn)));
+    }
+    let group = format!("/secep/{stack}");
+    if super::log_group::stack_tag(clients, &group).await? == Some(Some(stack.to_string())) {
+        found.insert("logs".into(), adopted(&group, None));
+    }
+    Ok(())
 }
 
 fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
@@ -69,8 +97,12 @@ async fn ec2(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
     for g in groups.security_groups() {
         if let (Some(node), Some(id)) = (ec2_tag(g.tags(), TAG_NODE), g.group_id()) {
             add(found, node, adopted(id, None));
+            // A group's whole-rule-set node goes with it: its rules are revoked before any group is deleted.
             if let Some(service) = node.strip_prefix("sg/") {
                 services.insert(id.to_string(), service.to_string());
+                found.entry(format!("egress/{service}")).or_insert_with(|| adopted(id, None));
+            } else if node == "vpce-sg" {
+                found.entry("vpce-rules".into()).or_insert_with(|| adopted(id, None));
             }
         }
     }

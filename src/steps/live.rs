@@ -6,22 +6,51 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use aws_sdk_ec2::types::Filter;
 
+use super::group_rules::{RuleKey, rule_key};
 use super::{TAG_NODE, TAG_STACK, api_error};
 use crate::aws::Clients;
+use crate::model::{Node, Spec};
 use crate::state::StateFile;
 
 /// What a live resource looks like, in the terms secep compares against the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facts {
-    Vpc { cidr: String },
-    Subnet { az: String, cidr: String, public_ip_on_launch: bool },
+    Vpc {
+        cidr: String,
+    },
+    Subnet {
+        az: String,
+        cidr: String,
+        public_ip_on_launch: bool,
+    },
     Cluster,
-    Namespace { name: String },
-    SdService { name: String, instances: Option<i32> },
-    SecurityGroup { name: String },
+    Namespace {
+        name: String,
+    },
+    SdService {
+        name: String,
+        instances: Option<i32>,
+    },
+    SecurityGroup {
+        name: String,
+    },
     IngressRule,
     TaskDefinition,
     Service(ServiceFacts),
+    /// Exists; nothing else is compared (endpoints, gateways, addresses, roles, account-wide lookups).
+    Exists,
+    /// Every rule of a group, by direction.
+    GroupRules {
+        ingress: BTreeSet<RuleKey>,
+        egress: BTreeSet<RuleKey>,
+    },
+    RouteTable {
+        subnets: BTreeSet<String>,
+        default_target: Option<String>,
+    },
+    LogGroup {
+        retention_days: Option<i32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +104,7 @@ pub struct Live {
 
 /// Who is who: recorded ids keep their node, so a twin carrying the same `secep:node` tag never hides them.
 #[derive(Debug, Clone, Default)]
-struct Recorded {
+pub(crate) struct Recorded {
     node_of_id: BTreeMap<String, String>,
     nodes: BTreeSet<String>,
 }
@@ -96,8 +125,9 @@ impl Recorded {
     }
 }
 
-/// Reads every recorded resource and every resource tagged for the stack.
-pub async fn read(clients: &Clients, stack: &str, state: &StateFile) -> Result<Live> {
+/// Reads every recorded resource and every resource tagged for the stack; kinds neither desired nor recorded are not
+/// read at all (no NAT gateway lookups for a stack without NAT).
+pub async fn read(clients: &Clients, stack: &str, state: &StateFile, desired: &[Node]) -> Result<Live> {
     let who = Recorded {
         node_of_id: state.nodes().iter().map(|(node, r)| (r.id.clone(), node.clone())).collect(),
         nodes: state.nodes().keys().cloned().collect(),
@@ -110,13 +140,23 @@ pub async fn read(clients: &Clients, stack: &str, state: &StateFile) -> Result<L
             .map(|(node, r)| (r.id.clone(), node.clone()))
             .collect()
     };
-    let (ec2, ecs, sd) = tokio::join!(
-        read_ec2(clients, stack, recorded("sg-rule"), &who),
+    let kinds: BTreeSet<&str> =
+        desired.iter().map(|n| super::kind_of(&n.id)).chain(state.nodes().keys().map(|k| super::kind_of(k))).collect();
+    let role_name = state.get("role/execution").map(|r| r.id.clone()).or_else(|| {
+        desired.iter().find_map(|n| match &n.spec {
+            Spec::ExecutionRole { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+    });
+    let (ec2, ecs, sd, network, account) = tokio::join!(
+        read_ec2(clients, stack, recorded("sg-rule"), &who, state),
         read_ecs(clients, stack, recorded("svc"), recorded("td")),
         read_cloud_map(clients, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
+        read_egress(clients, stack, &kinds, &who),
+        read_account(clients, stack, &kinds, role_name, state),
     );
     let mut live = Live::default();
-    for part in [ec2?, ecs?, sd?] {
+    for part in [ec2?, ecs?, sd?, network?, account?] {
         live.nodes.extend(part.nodes);
         live.rules.extend(part.rules);
     }
@@ -133,6 +173,7 @@ async fn read_ec2(
     stack: &str,
     recorded_rules: BTreeMap<String, String>,
     who: &Recorded,
+    state: &StateFile,
 ) -> Result<Live> {
     let ec2 = &clients.ec2;
     let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
@@ -186,6 +227,26 @@ async fn read_ec2(
         .send()
         .await
         .map_err(|e| api_error("read the rules of the stack's groups", e))?;
+    // Every rule of each group, for the nodes that own a group's whole rule set (egress, endpoint group).
+    let mut by_group: BTreeMap<String, (BTreeSet<RuleKey>, BTreeSet<RuleKey>)> =
+        group_ids.iter().map(|g| (g.clone(), Default::default())).collect();
+    for r in rules.security_group_rules() {
+        if let Some(sets) = r.group_id().and_then(|g| by_group.get_mut(g)) {
+            if r.is_egress().unwrap_or(false) {
+                sets.1.insert(rule_key(r))
+            } else {
+                sets.0.insert(rule_key(r))
+            };
+        }
+    }
+    for (node, record) in state.nodes() {
+        if matches!(super::kind_of(node), "egress" | "vpce-rules")
+            && let Some((ingress, egress)) = by_group.get(&record.id)
+        {
+            let facts = Facts::GroupRules { ingress: ingress.clone(), egress: egress.clone() };
+            live.nodes.insert(node.clone(), LiveNode { id: record.id.clone(), tagged: true, facts });
+        }
+    }
     for r in rules.security_group_rules() {
         // moto ignores this filter for some fields; keep only our groups' ingress rules.
         let (Some(rule_id), Some(group_id)) = (r.security_group_rule_id(), r.group_id()) else { continue };
@@ -334,6 +395,100 @@ async fn read_cloud_map(
                     Facts::SdService { name: s.name().unwrap_or_default().to_string(), instances: s.instance_count() };
                 live.nodes.insert(node.clone(), LiveNode { id: id.to_string(), tagged: true, facts });
             }
+        }
+    }
+    Ok(live)
+}
+
+/// Route tables, VPC endpoints, and for NAT the internet gateway, addresses and NAT gateways: each kind read (one
+/// call, by tag) only if the stack wants or records it.
+pub(crate) async fn read_egress(
+    clients: &Clients,
+    stack: &str,
+    kinds: &BTreeSet<&str>,
+    who: &Recorded,
+) -> Result<Live> {
+    let ec2 = &clients.ec2;
+    let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
+    let mut live = Live::default();
+    let mut found = Vec::new();
+    let mut add = |tags: &[aws_sdk_ec2::types::Tag], id: Option<&str>, facts: Facts| {
+        if let (Some(node), Some(id)) = (ec2_tag(tags, TAG_NODE), id) {
+            found.push((node.to_string(), LiveNode { id: id.to_string(), tagged: true, facts }));
+        }
+    };
+    if kinds.contains("rtb") {
+        let out = ec2.describe_route_tables().filters(ours()).send().await;
+        for t in out.map_err(|e| api_error("read the stack's route tables", e))?.route_tables() {
+            let default = t.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
+            let facts = Facts::RouteTable {
+                subnets: t.associations().iter().filter_map(|a| a.subnet_id()).map(str::to_string).collect(),
+                default_target: default.and_then(|r| r.nat_gateway_id().or(r.gateway_id())).map(str::to_string),
+            };
+            add(t.tags(), t.route_table_id(), facts);
+        }
+    }
+    if kinds.contains("vpce") {
+        let out = ec2.describe_vpc_endpoints().filters(ours()).send().await;
+        for v in out.map_err(|e| api_error("read the stack's VPC endpoints", e))?.vpc_endpoints() {
+            let state = v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+            if !matches!(state.as_str(), "deleting" | "deleted" | "failed" | "rejected") {
+                add(v.tags(), v.vpc_endpoint_id(), Facts::Exists);
+            }
+        }
+    }
+    if kinds.contains("igw") {
+        let out = ec2.describe_internet_gateways().filters(ours()).send().await;
+        for g in out.map_err(|e| api_error("read the stack's internet gateway", e))?.internet_gateways() {
+            add(g.tags(), g.internet_gateway_id(), Facts::Exists);
+        }
+    }
+    if kinds.contains("eip") {
+        let out = ec2.describe_addresses().filters(ours()).send().await;
+        for a in out.map_err(|e| api_error("read the stack's elastic IPs", e))?.addresses() {
+            add(a.tags(), a.allocation_id(), Facts::Exists);
+        }
+    }
+    if kinds.contains("nat") {
+        let out = ec2.describe_nat_gateways().filter(ours()).send().await;
+        for n in out.map_err(|e| api_error("read the stack's NAT gateways", e))?.nat_gateways() {
+            let state = n.state().map(|s| s.as_str()).unwrap_or_default();
+            if matches!(state, "pending" | "available") {
+                add(n.tags(), n.nat_gateway_id(), Facts::Exists);
+            }
+        }
+    }
+    who.place(&mut live, found);
+    Ok(live)
+}
+
+/// The execution role and the log group (one call each, when wanted), and the account-wide lookups the state
+/// records (the service-linked role, the S3 prefix list: AWS's own, not re-read).
+async fn read_account(
+    clients: &Clients,
+    stack: &str,
+    kinds: &BTreeSet<&str>,
+    role_name: Option<String>,
+    state: &StateFile,
+) -> Result<Live> {
+    let mut live = Live::default();
+    for (node, record) in state.nodes() {
+        if matches!(super::kind_of(node), "linked-role" | "prefix-list") {
+            live.nodes.insert(node.clone(), LiveNode { id: record.id.clone(), tagged: true, facts: Facts::Exists });
+        }
+    }
+    if let Some(name) = role_name.filter(|_| kinds.contains("role"))
+        && let Some((_, tag)) = super::iam::read_role(clients, &name).await?
+    {
+        let tagged = tag.as_deref() == Some(stack);
+        live.nodes.insert("role/execution".into(), LiveNode { id: name, tagged, facts: Facts::Exists });
+    }
+    if kinds.contains("logs") {
+        let name = format!("/secep/{stack}");
+        if let Some((_, retention_days)) = super::log_group::read(clients, &name).await? {
+            // Tags are read only when it is deleted (one more call per status otherwise); the name is the stack's.
+            live.nodes
+                .insert("logs".into(), LiveNode { id: name, tagged: true, facts: Facts::LogGroup { retention_days } });
         }
     }
     Ok(live)

@@ -3,8 +3,12 @@
 
 pub mod cluster;
 pub mod discover;
+pub mod egress;
+pub mod group_rules;
+pub mod iam;
 pub mod ingress_rule;
 pub mod live;
+pub mod log_group;
 pub mod namespace;
 pub mod sd_service;
 pub mod security_group;
@@ -39,6 +43,8 @@ pub struct Ctx {
     pub dependency_timeout: Duration,
     /// Nodes created by this run: what they contain cannot predate it, so no lookup for leftovers is needed there.
     pub created: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// `down --delete-logs`: the log group goes too (it is kept by default).
+    pub delete_logs: bool,
 }
 
 impl Ctx {
@@ -92,6 +98,27 @@ pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<R
         Spec::TaskDefinition(td) => task_definition::create(ctx, &node.id, td).await,
         Spec::Service { service, desired_count } => {
             service::create(ctx, &node.id, &node.deps, service, *desired_count, &token_seed).await
+        }
+        Spec::LinkedRole { service } => iam::ensure_linked_role(ctx, service).await,
+        Spec::ExecutionRole { name, policy_arn } => iam::create_execution_role(ctx, &node.id, name, policy_arn).await,
+        Spec::LogGroup { name, retention_days } => log_group::create(ctx, &node.id, name, *retention_days).await,
+        Spec::PrefixList { service } => egress::find_prefix_list(ctx, service).await,
+        Spec::RouteTable { name, subnets, default_route } => {
+            let token = crate::model::idempotency_token(&ctx.stack, &node.id, &token_seed);
+            egress::create_route_table(ctx, &node.id, name, subnets, default_route.as_deref(), &token).await
+        }
+        Spec::Endpoint { service, gateway } => {
+            let token = crate::model::idempotency_token(&ctx.stack, &node.id, &token_seed);
+            egress::create_endpoint(ctx, &node.id, service, *gateway, &node.deps, &token).await
+        }
+        Spec::InternetGateway { name } => egress::create_internet_gateway(ctx, &node.id, name).await,
+        Spec::ElasticIp { name } => egress::allocate_address(ctx, &node.id, name).await,
+        Spec::NatGateway { name, subnet, eip } => {
+            let token = crate::model::idempotency_token(&ctx.stack, &node.id, &token_seed);
+            egress::create_nat_gateway(ctx, &node.id, name, subnet, eip, &token).await
+        }
+        Spec::GroupRules { group, ingress, egress } => {
+            group_rules::apply(ctx, &node.id, group, ingress.as_deref(), egress.as_deref()).await
         }
     }?;
     ctx.created.lock().expect("created lock").insert(node.id.clone());
@@ -187,6 +214,9 @@ pub enum Owner {
 pub enum Deleted {
     Now,
     AlreadyGone,
+    /// Deliberately left in place and forgotten: account-wide (the service-linked role, AWS's prefix list) or kept
+    /// for its contents (the log group, without `--delete-logs`).
+    Kept,
 }
 
 /// The kind of a node, from its id (`sg/api` → `sg`; a twin found by tag, `vpc#vpc-123`, → `vpc`).
@@ -204,6 +234,15 @@ pub async fn owner(ctx: &Ctx, node: &str, record: &Record) -> Result<Owner> {
         "sd" => sd_service::owner(ctx, record).await,
         "td" => task_definition::owner(ctx, &record.id).await,
         "svc" => service::owner(ctx, &record.id).await,
+        "vpce-sg" => vpc::owner(ctx, "sg", &record.id).await,
+        "public-subnet" => vpc::owner(ctx, "subnet", &record.id).await,
+        "egress" | "vpce-rules" => vpc::owner(ctx, "sg", &record.id).await,
+        "role" => iam::owner(ctx, &record.id).await,
+        "logs" => log_group::owner(ctx, &record.id).await,
+        "nat" => egress::nat_owner(ctx, &record.id).await,
+        "rtb" | "vpce" | "igw" | "eip" => egress::tag_owner(ctx, &record.id).await,
+        // Account-wide or AWS-managed: never ours to delete, only to forget.
+        "linked-role" | "prefix-list" => Ok(Owner::Us),
         other => Err(anyhow!("the state records `{node}` of unknown kind `{other}`; was it written by a newer secep?")),
     }
 }
@@ -220,6 +259,18 @@ pub async fn delete(ctx: &Ctx, node: &str, record: &Record) -> Result<Deleted> {
         "sd" => sd_service::delete(ctx, &record.id).await,
         "td" => task_definition::delete(ctx, &record.id).await,
         "svc" => service::delete(ctx, &record.id).await,
+        "vpce-sg" => security_group::delete(ctx, &record.id).await,
+        "public-subnet" => subnet::delete(ctx, &record.id).await,
+        "egress" => group_rules::delete(ctx, &record.id, false, true).await,
+        "vpce-rules" => group_rules::delete(ctx, &record.id, true, true).await,
+        "role" => iam::delete_role(ctx, &record.id).await,
+        "logs" => log_group::delete(ctx, &record.id).await,
+        "rtb" => egress::delete_route_table(ctx, &record.id).await,
+        "vpce" => egress::delete_endpoint(ctx, &record.id).await,
+        "igw" => egress::delete_internet_gateway(ctx, &record.id).await,
+        "eip" => egress::release_address(ctx, &record.id).await,
+        "nat" => egress::delete_nat_gateway(ctx, &record.id).await,
+        "linked-role" | "prefix-list" => Ok(Deleted::Kept),
         other => Err(anyhow!("the state records `{node}` of unknown kind `{other}`")),
     }
 }

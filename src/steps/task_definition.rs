@@ -2,15 +2,40 @@
 
 use anyhow::Result;
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, KeyValuePair, NetworkMode, PortMapping, TransportProtocol,
+    Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping,
+    TransportProtocol,
 };
 
 use super::{Created, Ctx, Deleted, Owner, api_error, ecs_tags, error_code, owner_from_tag};
 use crate::model::TaskDefinitionSpec;
 
+/// The execution role's ARN: the config's, or the one secep created (recorded under `role/execution`).
+async fn execution_role_arn(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<String> {
+    if td.execution_role.starts_with("arn:") {
+        return Ok(td.execution_role.clone());
+    }
+    match ctx.arn_of(&td.execution_role) {
+        Ok(arn) => Ok(arn),
+        // Adopted after a crash: the state knows its name only.
+        Err(_) => super::iam::role_arn(ctx, &ctx.id_of(&td.execution_role)?).await,
+    }
+}
+
+/// `awslogs` into the stack's group, one stream per task under the service's name.
+fn log_configuration(td: &TaskDefinitionSpec) -> LogConfiguration {
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", &td.log_group)
+        .options("awslogs-region", &td.region)
+        .options("awslogs-stream-prefix", &td.service)
+        .build()
+        .expect("log driver is set")
+}
+
 pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Created> {
+    let execution_role = execution_role_arn(ctx, td).await?;
     // An interrupted run may have registered this very revision without recording it: reuse it, never a twin.
-    if let Some(arn) = find_identical(ctx, td).await? {
+    if let Some(arn) = find_identical(ctx, td, &execution_role).await? {
         return Ok(Created { id: arn.clone(), arn: Some(arn) });
     }
     let environment = td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
@@ -22,6 +47,7 @@ pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Cr
             PortMapping::builder().container_port(i32::from(td.port)).protocol(TransportProtocol::Tcp).build(),
         )
         .set_environment(Some(environment))
+        .log_configuration(log_configuration(td))
         .build();
     let out = ctx
         .clients
@@ -33,6 +59,8 @@ pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Cr
         .cpu(td.cpu.to_string())
         .memory(td.memory.to_string())
         .container_definitions(container)
+        .execution_role_arn(&execution_role)
+        .set_task_role_arn(td.task_role_arn.clone())
         .set_tags(Some(ecs_tags(ctx, node, &td.family)))
         .send()
         .await
@@ -67,7 +95,7 @@ pub async fn delete(ctx: &Ctx, arn: &str) -> Result<Deleted> {
 }
 
 /// The newest ACTIVE revision of the family, if it is this stack's and has exactly the spec's content.
-async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<Option<String>> {
+async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec, execution_role: &str) -> Result<Option<String>> {
     let listed = ctx
         .clients
         .ecs
@@ -94,7 +122,10 @@ async fn find_identical(ctx: &Ctx, td: &TaskDefinitionSpec) -> Result<Option<Str
             == Some(i32::from(td.port))
         && live.cpu() == Some(td.cpu.to_string().as_str())
         && live.memory() == Some(td.memory.to_string().as_str())
-        && environment == td.environment;
+        && environment == td.environment
+        && live.execution_role_arn() == Some(execution_role)
+        && live.task_role_arn() == td.task_role_arn.as_deref()
+        && container.and_then(|c| c.log_configuration()).and_then(|l| l.options()) == log_configuration(td).options();
     Ok(same.then(|| arn.clone()))
 }
 

@@ -125,6 +125,60 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
         ),
         ("AZs vs max_azs", "max_azs = 2", "max_azs = 2\nazs = [\"us-east-1a\"]", "lists 1 zones but max_azs is 2"),
         ("callee not declared", "[services.api]\nimage = \"api-image\"\nport = 9090\n", "", "unknown service `api`"),
+        (
+            "egress mode",
+            "max_azs = 2",
+            "max_azs = 2\negress = \"internet\"",
+            "network.egress: `internet` is not an egress mode",
+        ),
+        (
+            "NAT setting without NAT",
+            "max_azs = 2",
+            "max_azs = 2\nnat_gateways = \"per_az\"",
+            "network.nat_gateways: only applies with egress = \"nat\" (egress is \"endpoints\")",
+        ),
+        (
+            "NAT gateway count",
+            "max_azs = 2",
+            "max_azs = 2\negress = \"nat\"\nnat_gateways = 3",
+            "must be 1 (one NAT gateway for all AZs) or \"per_az\"",
+        ),
+        (
+            "public subnets without NAT",
+            "max_azs = 2",
+            "max_azs = 2\negress = \"none\"\npublic_subnet_cidrs = [\"10.0.200.0/24\", \"10.0.201.0/24\"]",
+            "other modes have no public subnets",
+        ),
+        (
+            "NAT with explicit private subnets only",
+            "max_azs = 2",
+            "max_azs = 2\negress = \"nat\"\nsubnet_cidrs = [\"10.0.0.0/24\", \"10.0.1.0/24\"]",
+            "list them in public_subnet_cidrs too",
+        ),
+        (
+            "public subnet overlapping a private one",
+            "max_azs = 2",
+            "max_azs = 2\negress = \"nat\"\nsubnet_cidrs = [\"10.0.0.0/24\", \"10.0.1.0/24\"]\npublic_subnet_cidrs = [\"10.0.1.0/24\", \"10.0.2.0/24\"]",
+            "network.public_subnet_cidrs: 10.0.1.0/24 overlaps 10.0.1.0/24",
+        ),
+        (
+            "log retention",
+            "[services.web]",
+            "[logs]\nretention_days = 10\n\n[services.web]",
+            "logs.retention_days: 10 is not a retention CloudWatch Logs accepts",
+        ),
+        (
+            "execution role ARN",
+            "name = \"{stack}\"",
+            "name = \"{stack}\"\nexecution_role_arn = \"my-role\"",
+            "stack.execution_role_arn: `my-role` is not an IAM role ARN",
+        ),
+        (
+            "task role ARN",
+            "port = 9090",
+            "port = 9090\ntask_role_arn = \"arn:aws:iam::12:role/x\"",
+            "services.api.task_role_arn: `arn:aws:iam::12:role/x` is not an IAM role ARN",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, from, to, expected) in cases {

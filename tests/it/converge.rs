@@ -174,6 +174,9 @@ async fn call_edges_added_and_removed_move_the_rules_and_the_peer_urls() {
         [
             "create sg-rule/web->db",
             "delete sg-rule/api->db",
+            // The callers' egress follows their calls.
+            "update egress/api",
+            "update egress/web",
             "update svc/api",
             "update svc/web",
             "update td/api",
@@ -194,7 +197,17 @@ async fn call_edges_added_and_removed_move_the_rules_and_the_peer_urls() {
 async fn a_port_change_moves_the_rules_and_tells_the_callers() {
     let s = Stack::up("conv-port").await;
     let actions = s.change(|c| c.replace("port = 5432", "port = 5433"));
-    assert_eq!(actions, ["update sg-rule/api->db", "update svc/api", "update svc/db", "update td/api", "update td/db"]);
+    assert_eq!(
+        actions,
+        [
+            "update egress/api",
+            "update sg-rule/api->db",
+            "update svc/api",
+            "update svc/db",
+            "update td/api",
+            "update td/db"
+        ]
+    );
     s.apply();
     assert_eq!(s.ingress("db").await, BTreeSet::from(["api:5433".to_string()]), "the old port is revoked");
     let env = s.container("api").await;
@@ -217,18 +230,23 @@ async fn services_are_added_and_removed_with_their_whole_chain() {
     assert_eq!(
         actions,
         [
+            "create egress/cache",
             "create sd/cache",
             "create sg-rule/api->cache",
             "create sg/cache",
             "create svc/cache",
             "create td/cache",
+            "delete egress/db",
             "delete sd/db",
             "delete sg-rule/api->db",
             "delete sg/db",
             "delete svc/db",
             "delete td/db",
+            "update egress/api",
             "update svc/api",
             "update td/api",
+            // The VPC endpoints admit the service groups there are: cache's in, db's out.
+            "update vpce-rules",
         ]
     );
     s.apply();

@@ -140,6 +140,8 @@ impl Project {
             .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
             .env("NO_COLOR", "1")
+            // A teardown the emulator blocks fails within two minutes, naming the blocker, instead of waiting 15.
+            .env("SECEP_DEPENDENCY_TIMEOUT", "120")
             // Never let the credential chain look for an instance metadata service: loopback traffic only.
             .env("AWS_EC2_METADATA_DISABLED", "true");
         cmd
@@ -151,6 +153,8 @@ pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub sd: aws_sdk_servicediscovery::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 pub async fn aws() -> Aws {
@@ -174,6 +178,8 @@ pub async fn aws_at(endpoint: &str) -> Aws {
         ec2: aws_sdk_ec2::Client::new(&conf),
         ecs: aws_sdk_ecs::Client::new(&conf),
         sd: aws_sdk_servicediscovery::Client::new(&conf),
+        iam: aws_sdk_iam::Client::new(&conf),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
     }
 }
 

@@ -3,6 +3,7 @@
 mod config_errors;
 mod converge;
 mod down;
+mod egress;
 mod harness;
 mod kill;
 mod proxy;

@@ -51,6 +51,7 @@ async fn check_network(aws: &Aws, p: &Project, cidr: &str, azs: usize) -> Live {
         .security_groups()
         .iter()
         .filter(|g| tag(g.tags(), "secep:stack") == Some(p.stack.as_str()))
+        .filter(|g| tag(g.tags(), "secep:node").is_some_and(|n| n.starts_with("sg/")))
         .map(|g| {
             let node = tag(g.tags(), "secep:node").unwrap();
             (g.group_id().unwrap().to_string(), node.strip_prefix("sg/").unwrap().to_string())
@@ -205,7 +206,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let p = Project::from_shipped("secure-endpoints.toml", "seed");
     let wire = Proxy::start(&[]);
     let first = p.secep_at(&wire.url, &["up"]).success();
-    assert!(first.stderr.contains("Deployed 15 created"), "{}", first.stderr);
+    assert!(first.stderr.contains("Deployed 29 created"), "{}", first.stderr);
     let ns = &p.namespace;
     assert!(first.stdout.contains(&format!("service1.{ns}:8080")), "endpoints are printed: {}", first.stdout);
 
@@ -242,7 +243,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let second = p.secep_at(&proxy.url, &["up", "--json"]).success();
     let summary = second.json();
     assert_eq!(summary["summary"]["created"], 0);
-    assert_eq!(summary["summary"]["unchanged"], 15);
+    assert_eq!(summary["summary"]["unchanged"], 29);
     let mutating: Vec<_> = proxy.calls().into_iter().filter(|c| c["mutating"] == true).collect();
     assert!(mutating.is_empty(), "a no-op up made mutating calls: {mutating:?}");
     assert!(second.stderr.contains("Up to date"), "{}", second.stderr);

@@ -1,0 +1,343 @@
+//! Issue 8: stacks that would start on a real account. For each `network.egress` mode, the way out of the private
+//! subnets is exactly as documented (endpoints / NAT / nothing), each service group's egress holds exactly the
+//! stated rules, the execution role and log group exist and are what the task definitions use, and `down` leaves
+//! nothing behind. All checked with independent describe calls.
+
+use std::collections::BTreeSet;
+
+use crate::harness::{Aws, Project, aws, ec2_filter};
+
+const MESH: &str = r#"[stack]
+name = "{stack}"
+
+[network]
+cidr = "10.40.0.0/16"
+max_azs = 2
+EGRESS
+
+[namespace]
+name = "{namespace}"
+
+[services.web]
+image = "web-image"
+port = 8080
+calls = ["api"]
+
+[services.api]
+image = "api-image"
+port = 9090
+task_role_arn = "arn:aws:iam::123456789012:role/api-task"
+"#;
+
+fn project(prefix: &str, egress: &str) -> Project {
+    Project::with_config(prefix, &MESH.replace("EGRESS", egress))
+}
+
+fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+/// The stack's live VPC, groups (by secep:node) and subnets (by secep:node).
+struct Stack {
+    vpc: String,
+    groups: std::collections::BTreeMap<String, String>,
+    subnets: std::collections::BTreeMap<String, String>,
+}
+
+async fn stack(aws: &Aws, p: &Project) -> Stack {
+    let tagged = || ec2_filter("tag:secep:stack", &p.stack);
+    let vpcs = aws.ec2.describe_vpcs().filters(tagged()).send().await.unwrap();
+    let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+    let groups = aws.ec2.describe_security_groups().filters(tagged()).send().await.unwrap();
+    let groups = groups
+        .security_groups()
+        .iter()
+        .map(|g| (tag(g.tags(), "secep:node").unwrap().to_string(), g.group_id().unwrap().to_string()))
+        .collect();
+    let subnets = aws.ec2.describe_subnets().filters(tagged()).send().await.unwrap();
+    let subnets = subnets
+        .subnets()
+        .iter()
+        .map(|s| (tag(s.tags(), "secep:node").unwrap().to_string(), s.subnet_id().unwrap().to_string()))
+        .collect();
+    Stack { vpc, groups, subnets }
+}
+
+/// Every rule of a group in one direction, as `tcp/PORT peer` (peer: a group id, prefix list id or CIDR).
+async fn rules(aws: &Aws, group: &str, egress: bool) -> BTreeSet<String> {
+    let out = aws.ec2.describe_security_group_rules().filters(ec2_filter("group-id", group)).send().await.unwrap();
+    out.security_group_rules()
+        .iter()
+        .filter(|r| r.group_id() == Some(group) && r.is_egress() == Some(egress))
+        .map(|r| {
+            let peer = r
+                .referenced_group_info()
+                .and_then(|g| g.group_id())
+                .or(r.prefix_list_id())
+                .or(r.cidr_ipv4())
+                .unwrap_or("?");
+            let ports = if r.from_port() == r.to_port() {
+                format!("{}", r.from_port().unwrap_or(-1))
+            } else {
+                format!("{}-{}", r.from_port().unwrap_or(-1), r.to_port().unwrap_or(-1))
+            };
+            format!("{}/{ports} {peer}", r.ip_protocol().unwrap_or("?"))
+        })
+        .collect()
+}
+
+fn set(items: &[String]) -> BTreeSet<String> {
+    items.iter().cloned().collect()
+}
+
+/// The execution role trusts ECS tasks and carries AWS's managed policy; the log group keeps 30 days; every task
+/// definition runs as that role, logs there, and carries its task role when the config gives one.
+async fn check_role_and_logs(aws: &Aws, p: &Project) {
+    let role_name = format!("{}-ecs-execution", p.stack);
+    let role = aws.iam.get_role().role_name(&role_name).send().await.expect("the execution role exists");
+    let role = role.role().unwrap();
+    // The document may come back URL-encoded; the service name reads the same either way.
+    let trust = role.assume_role_policy_document().unwrap_or_default();
+    assert!(trust.contains("ecs-tasks.amazonaws.com"), "trust policy: {trust}");
+    assert!(role.tags().iter().any(|t| t.key() == "secep:stack" && t.value() == p.stack));
+    let attached = aws.iam.list_attached_role_policies().role_name(&role_name).send().await.unwrap();
+    let policies: Vec<&str> = attached.attached_policies().iter().filter_map(|a| a.policy_name()).collect();
+    assert_eq!(policies, ["AmazonECSTaskExecutionRolePolicy"]);
+
+    let group = format!("/secep/{}", p.stack);
+    let groups = aws.logs.describe_log_groups().log_group_name_prefix(&group).send().await.unwrap();
+    let live = groups.log_groups().iter().find(|g| g.log_group_name() == Some(group.as_str())).expect("log group");
+    assert_eq!(live.retention_in_days(), Some(30));
+
+    for (service, task_role) in [("web", None), ("api", Some("arn:aws:iam::123456789012:role/api-task"))] {
+        let td = aws.ecs.describe_task_definition().task_definition(format!("{}-{service}", p.stack)).send().await;
+        let td = td.unwrap();
+        let td = td.task_definition().unwrap();
+        assert_eq!(td.execution_role_arn(), Some(role.arn()), "{service}");
+        assert_eq!(td.task_role_arn(), task_role, "{service}");
+        let logging = td.container_definitions()[0].log_configuration().expect("awslogs configured");
+        assert_eq!(logging.log_driver().as_str(), "awslogs");
+        let options = logging.options().unwrap();
+        assert_eq!(options.get("awslogs-group"), Some(&group));
+        assert_eq!(options.get("awslogs-region").map(String::as_str), Some(crate::harness::REGION));
+    }
+}
+
+async fn down_leaves_nothing(aws: &Aws, p: &Project, flags: &[&str]) -> String {
+    let mut args = vec!["down", "--yes"];
+    args.extend(flags);
+    let down = p.secep(&args).success();
+    assert_eq!(crate::down::leftovers(aws, p).await, Vec::<String>::new(), "{}", down.stderr);
+    down.stderr
+}
+
+async fn log_group_exists(aws: &Aws, p: &Project) -> bool {
+    let group = format!("/secep/{}", p.stack);
+    let groups = aws.logs.describe_log_groups().log_group_name_prefix(&group).send().await.unwrap();
+    groups.log_groups().iter().any(|g| g.log_group_name() == Some(group.as_str()))
+}
+
+#[tokio::test]
+async fn endpoints_mode_reaches_ecr_logs_and_s3_privately_with_least_privilege_egress() {
+    let p = project("egress-vpce", "");
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    let s = stack(&aws, &p).await;
+    let (web, api, endpoint_group) = (&s.groups["sg/web"], &s.groups["sg/api"], &s.groups["vpce-sg"]);
+    let private: BTreeSet<String> = s.subnets.values().cloned().collect();
+
+    // Interface endpoints for ECR and Logs, in every private subnet, behind the endpoint group, with private DNS.
+    let endpoints = aws.ec2.describe_vpc_endpoints().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    let mut names = Vec::new();
+    let mut gateway_tables = Vec::new();
+    for e in endpoints.vpc_endpoints() {
+        let service = e.service_name().unwrap().rsplit_once("us-east-1.").unwrap().1.to_string();
+        if service == "s3" {
+            assert_eq!(e.vpc_endpoint_type().map(|t| t.as_str()), Some("Gateway"));
+            gateway_tables = e.route_table_ids().to_vec();
+        } else {
+            assert_eq!(e.vpc_endpoint_type().map(|t| t.as_str()), Some("Interface"), "{service}");
+            assert_eq!(e.private_dns_enabled(), Some(true), "{service}");
+            assert_eq!(e.subnet_ids().iter().cloned().collect::<BTreeSet<_>>(), private, "{service}");
+            let groups: Vec<&str> = e.groups().iter().filter_map(|g| g.group_id()).collect();
+            assert_eq!(groups, [endpoint_group.as_str()], "{service}");
+        }
+        names.push(service);
+    }
+    names.sort();
+    assert_eq!(names, ["ecr.api", "ecr.dkr", "logs", "s3"]);
+
+    // Each private subnet has its own route table, which S3's gateway endpoint is on; no route leaves the VPC.
+    let tables = aws.ec2.describe_route_tables().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    let ours: Vec<_> = tables.route_tables().iter().filter(|t| tag(t.tags(), "secep:stack").is_some()).collect();
+    let associated: BTreeSet<String> =
+        ours.iter().flat_map(|t| t.associations().iter().filter_map(|a| a.subnet_id().map(str::to_string))).collect();
+    assert_eq!(associated, private);
+    let our_ids: BTreeSet<String> = ours.iter().map(|t| t.route_table_id().unwrap().to_string()).collect();
+    assert_eq!(gateway_tables.iter().cloned().collect::<BTreeSet<_>>(), our_ids);
+    for t in &ours {
+        assert!(
+            t.routes().iter().all(|r| r.destination_cidr_block() != Some("0.0.0.0/0")),
+            "no default route in endpoints mode: {t:?}"
+        );
+    }
+    assert!(
+        aws.ec2
+            .describe_internet_gateways()
+            .filters(ec2_filter("attachment.vpc-id", &s.vpc))
+            .send()
+            .await
+            .unwrap()
+            .internet_gateways()
+            .is_empty()
+    );
+
+    // Egress: the peers on their ports, HTTPS to the endpoints and S3; no 0.0.0.0/0 (AWS's default is revoked).
+    let s3 = aws.ec2.describe_prefix_lists().filters(ec2_filter("prefix-list-name", "com.amazonaws.us-east-1.s3"));
+    let s3 = s3.send().await.unwrap().prefix_lists()[0].prefix_list_id().unwrap().to_string();
+    let out = [format!("tcp/443 {endpoint_group}"), format!("tcp/443 {s3}")];
+    assert_eq!(rules(&aws, web, true).await, set(&[&out[..], &[format!("tcp/9090 {api}")]].concat()));
+    assert_eq!(rules(&aws, api, true).await, set(&out));
+    // The endpoints accept HTTPS from the service groups only, and send nothing.
+    assert_eq!(rules(&aws, endpoint_group, false).await, set(&[format!("tcp/443 {web}"), format!("tcp/443 {api}")]));
+    assert_eq!(rules(&aws, endpoint_group, true).await, BTreeSet::new());
+    // Ingress is unchanged by egress: web may call api, nobody may call web.
+    assert_eq!(rules(&aws, api, false).await, set(&[format!("tcp/9090 {web}")]));
+    assert_eq!(rules(&aws, web, false).await, BTreeSet::new());
+
+    check_role_and_logs(&aws, &p).await;
+    let status = p.secep(&["status"]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(status.stdout.contains("Egress: VPC endpoints"), "{}", status.stdout);
+
+    // down removes everything but the log group, which it keeps (logs outlive deployments) and says so.
+    let stderr = down_leaves_nothing(&aws, &p, &[]).await;
+    assert!(stderr.contains("kept logs"), "{stderr}");
+    assert!(log_group_exists(&aws, &p).await, "the log group is kept without --delete-logs");
+    // A new `up` takes the kept group back instead of failing on its name.
+    let again = p.secep(&["up"]).success();
+    assert!(again.stderr.contains("adopted logs"), "{}", again.stderr);
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+    assert!(!log_group_exists(&aws, &p).await, "--delete-logs deletes the log group");
+}
+
+#[tokio::test]
+async fn nat_mode_per_az_routes_each_private_subnet_through_its_own_nat_gateway() {
+    let p = project("egress-nat", "egress = \"nat\"\nnat_gateways = \"per_az\"");
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    let s = stack(&aws, &p).await;
+    let az_of = |node: &str| node.rsplit('/').next().unwrap().to_string();
+
+    // One public subnet per AZ, carved after the private ones, inside the VPC.
+    let public: Vec<(&String, &String)> = s.subnets.iter().filter(|(n, _)| n.starts_with("public-subnet/")).collect();
+    assert_eq!(public.len(), 2, "{:?}", s.subnets);
+    let described =
+        aws.ec2.describe_subnets().set_subnet_ids(Some(public.iter().map(|(_, id)| (*id).clone()).collect()));
+    let cidrs: BTreeSet<String> =
+        described.send().await.unwrap().subnets().iter().map(|s| s.cidr_block().unwrap().to_string()).collect();
+    assert_eq!(cidrs, set(&["10.40.128.0/18".to_string(), "10.40.192.0/18".to_string()]));
+
+    // An internet gateway attached to the VPC, the public route table's default route.
+    let igws = aws.ec2.describe_internet_gateways().filters(ec2_filter("attachment.vpc-id", &s.vpc)).send().await;
+    let igws = igws.unwrap();
+    assert_eq!(igws.internet_gateways().len(), 1);
+    let igw = igws.internet_gateways()[0].internet_gateway_id().unwrap().to_string();
+
+    // A NAT gateway with an elastic IP in each public subnet.
+    let nats = aws.ec2.describe_nat_gateways().filter(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    let nats: Vec<_> =
+        nats.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) == Some("available")).collect();
+    assert_eq!(nats.len(), 2);
+    let nat_in = |subnet: &str| {
+        let n = nats.iter().find(|n| n.subnet_id() == Some(subnet)).unwrap_or_else(|| panic!("no NAT in {subnet}"));
+        assert!(n.nat_gateway_addresses().iter().any(|a| a.allocation_id().is_some()), "NAT has an elastic IP");
+        n.nat_gateway_id().unwrap().to_string()
+    };
+
+    // Every subnet's route table: public → internet gateway; private → the NAT gateway of its own AZ.
+    let tables = aws.ec2.describe_route_tables().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    let default_route_of = |subnet: &str| {
+        let table = tables
+            .route_tables()
+            .iter()
+            .find(|t| t.associations().iter().any(|a| a.subnet_id() == Some(subnet)))
+            .unwrap_or_else(|| panic!("{subnet} has no route table of its own"));
+        let route = table.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).unwrap();
+        route.nat_gateway_id().or(route.gateway_id()).unwrap().to_string()
+    };
+    for (node, subnet) in &s.subnets {
+        let expected = if node.starts_with("public-subnet/") {
+            igw.clone()
+        } else {
+            nat_in(&s.subnets[&format!("public-subnet/{}", az_of(node))])
+        };
+        assert_eq!(default_route_of(subnet), expected, "{node}");
+    }
+    // No VPC endpoints in NAT mode.
+    let endpoints = aws.ec2.describe_vpc_endpoints().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    assert!(endpoints.vpc_endpoints().is_empty());
+
+    // Egress: the peers, and HTTPS anywhere (through NAT); nothing else.
+    let (web, api) = (&s.groups["sg/web"], &s.groups["sg/api"]);
+    let https = "tcp/443 0.0.0.0/0".to_string();
+    assert_eq!(rules(&aws, web, true).await, set(&[https.clone(), format!("tcp/9090 {api}")]));
+    assert_eq!(rules(&aws, api, true).await, set(&[https]));
+    check_role_and_logs(&aws, &p).await;
+
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+    assert!(!log_group_exists(&aws, &p).await);
+}
+
+#[tokio::test]
+async fn none_mode_is_isolated_and_status_warns_that_tasks_cannot_pull() {
+    let p = project("egress-none", "egress = \"none\"");
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    let s = stack(&aws, &p).await;
+    let endpoints = aws.ec2.describe_vpc_endpoints().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    assert!(endpoints.vpc_endpoints().is_empty());
+    let igws = aws.ec2.describe_internet_gateways().filters(ec2_filter("attachment.vpc-id", &s.vpc)).send().await;
+    assert!(igws.unwrap().internet_gateways().is_empty());
+    let nats = aws.ec2.describe_nat_gateways().filter(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    assert!(nats.nat_gateways().is_empty());
+    let tables = aws.ec2.describe_route_tables().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    for t in tables.route_tables() {
+        assert!(t.routes().iter().all(|r| r.destination_cidr_block() != Some("0.0.0.0/0")), "{t:?}");
+    }
+    // Egress: only the peers.
+    let (web, api) = (&s.groups["sg/web"], &s.groups["sg/api"]);
+    assert_eq!(rules(&aws, web, true).await, set(&[format!("tcp/9090 {api}")]));
+    assert_eq!(rules(&aws, api, true).await, BTreeSet::new());
+    check_role_and_logs(&aws, &p).await;
+
+    let status = p.secep(&["status"]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    assert!(status.stderr.contains("tasks cannot pull images from ECR or Docker Hub"), "{}", status.stderr);
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+}
+
+#[tokio::test]
+async fn switching_egress_mode_converges_in_place() {
+    let p = project("egress-switch", "");
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    // endpoints → NAT: endpoints removed, NAT path added, the service groups' egress rewritten, nothing replaced.
+    p.write_config(
+        &std::fs::read_to_string(p.config_path()).unwrap().replace("max_azs = 2\n", "max_azs = 2\negress = \"nat\"\n"),
+    );
+    let plan = p.secep(&["plan"]);
+    assert_eq!(plan.code, 2, "{}", plan.stdout);
+    p.secep(&["up"]).success();
+    let s = stack(&aws, &p).await;
+    let endpoints = aws.ec2.describe_vpc_endpoints().filters(ec2_filter("vpc-id", &s.vpc)).send().await.unwrap();
+    let states: Vec<String> =
+        endpoints.vpc_endpoints().iter().map(|v| v.state().unwrap().as_str().to_ascii_lowercase()).collect();
+    assert!(states.iter().all(|s| s == "deleted" || s == "deleting"), "the endpoints are gone: {states:?}");
+    assert!(!s.groups.contains_key("vpce-sg"), "the endpoint group is gone: {:?}", s.groups);
+    let https = "tcp/443 0.0.0.0/0".to_string();
+    assert_eq!(rules(&aws, &s.groups["sg/api"], true).await, set(&[https]));
+    let status = p.secep(&["status"]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+}
