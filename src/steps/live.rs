@@ -412,50 +412,78 @@ pub(crate) async fn read_egress(
     let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
     let mut live = Live::default();
     let mut found = Vec::new();
+    // The tag is checked here too: moto ignores tag filters on some kinds (NAT gateways), and another stack's
+    // resource taken for this one's would be reported as extra, or worse, adopted.
     let mut add = |tags: &[aws_sdk_ec2::types::Tag], id: Option<&str>, facts: Facts| {
-        if let (Some(node), Some(id)) = (ec2_tag(tags, TAG_NODE), id) {
+        if let (Some(node), Some(id), Some(true)) =
+            (ec2_tag(tags, TAG_NODE), id, ec2_tag(tags, TAG_STACK).map(|s| s == stack))
+        {
             found.push((node.to_string(), LiveNode { id: id.to_string(), tagged: true, facts }));
         }
     };
-    if kinds.contains("rtb") {
-        let out = ec2.describe_route_tables().filters(ours()).send().await;
-        for t in out.map_err(|e| api_error("read the stack's route tables", e))?.route_tables() {
-            let default = t.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
-            let facts = Facts::RouteTable {
-                subnets: t.associations().iter().filter_map(|a| a.subnet_id()).map(str::to_string).collect(),
-                default_target: default.and_then(|r| r.nat_gateway_id().or(r.gateway_id())).map(str::to_string),
-            };
-            add(t.tags(), t.route_table_id(), facts);
-        }
-    }
-    if kinds.contains("vpce") {
-        let out = ec2.describe_vpc_endpoints().filters(ours()).send().await;
-        for v in out.map_err(|e| api_error("read the stack's VPC endpoints", e))?.vpc_endpoints() {
-            let state = v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
-            if !matches!(state.as_str(), "deleting" | "deleted" | "failed" | "rejected") {
-                add(v.tags(), v.vpc_endpoint_id(), Facts::Exists);
+    // One describe per wanted kind, all at once.
+    let wanted = |kind: &str| kinds.contains(kind);
+    let (tables, endpoints, gateways, addresses, nats) = tokio::try_join!(
+        async {
+            if !wanted("rtb") {
+                return Ok(None);
             }
-        }
-    }
-    if kinds.contains("igw") {
-        let out = ec2.describe_internet_gateways().filters(ours()).send().await;
-        for g in out.map_err(|e| api_error("read the stack's internet gateway", e))?.internet_gateways() {
-            add(g.tags(), g.internet_gateway_id(), Facts::Exists);
-        }
-    }
-    if kinds.contains("eip") {
-        let out = ec2.describe_addresses().filters(ours()).send().await;
-        for a in out.map_err(|e| api_error("read the stack's elastic IPs", e))?.addresses() {
-            add(a.tags(), a.allocation_id(), Facts::Exists);
-        }
-    }
-    if kinds.contains("nat") {
-        let out = ec2.describe_nat_gateways().filter(ours()).send().await;
-        for n in out.map_err(|e| api_error("read the stack's NAT gateways", e))?.nat_gateways() {
-            let state = n.state().map(|s| s.as_str()).unwrap_or_default();
-            if matches!(state, "pending" | "available") {
-                add(n.tags(), n.nat_gateway_id(), Facts::Exists);
+            let out = ec2.describe_route_tables().filters(ours()).send().await;
+            out.map(Some).map_err(|e| api_error("read the stack's route tables", e))
+        },
+        async {
+            if !wanted("vpce") {
+                return Ok(None);
             }
+            let out = ec2.describe_vpc_endpoints().filters(ours()).send().await;
+            out.map(Some).map_err(|e| api_error("read the stack's VPC endpoints", e))
+        },
+        async {
+            if !wanted("igw") {
+                return Ok(None);
+            }
+            let out = ec2.describe_internet_gateways().filters(ours()).send().await;
+            out.map(Some).map_err(|e| api_error("read the stack's internet gateway", e))
+        },
+        async {
+            if !wanted("eip") {
+                return Ok(None);
+            }
+            let out = ec2.describe_addresses().filters(ours()).send().await;
+            out.map(Some).map_err(|e| api_error("read the stack's elastic IPs", e))
+        },
+        async {
+            if !wanted("nat") {
+                return Ok(None);
+            }
+            let out = ec2.describe_nat_gateways().filter(ours()).send().await;
+            out.map(Some).map_err(|e| api_error("read the stack's NAT gateways", e))
+        },
+    )?;
+    for t in tables.iter().flat_map(|o| o.route_tables()) {
+        let default = t.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
+        let facts = Facts::RouteTable {
+            subnets: t.associations().iter().filter_map(|a| a.subnet_id()).map(str::to_string).collect(),
+            default_target: default.and_then(|r| r.nat_gateway_id().or(r.gateway_id())).map(str::to_string),
+        };
+        add(t.tags(), t.route_table_id(), facts);
+    }
+    for v in endpoints.iter().flat_map(|o| o.vpc_endpoints()) {
+        let state = v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+        if !matches!(state.as_str(), "deleting" | "deleted" | "failed" | "rejected") {
+            add(v.tags(), v.vpc_endpoint_id(), Facts::Exists);
+        }
+    }
+    for g in gateways.iter().flat_map(|o| o.internet_gateways()) {
+        add(g.tags(), g.internet_gateway_id(), Facts::Exists);
+    }
+    for a in addresses.iter().flat_map(|o| o.addresses()) {
+        add(a.tags(), a.allocation_id(), Facts::Exists);
+    }
+    for n in nats.iter().flat_map(|o| o.nat_gateways()) {
+        let state = n.state().map(|s| s.as_str()).unwrap_or_default();
+        if matches!(state, "pending" | "available") {
+            add(n.tags(), n.nat_gateway_id(), Facts::Exists);
         }
     }
     who.place(&mut live, found);

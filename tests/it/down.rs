@@ -36,7 +36,9 @@ pub(crate) async fn leftovers(aws: &Aws, p: &Project) -> Vec<String> {
         left.push(format!("elastic ip {}", a.allocation_id().unwrap()));
     }
     for n in aws.ec2.describe_nat_gateways().filter(tagged()).send().await.unwrap().nat_gateways() {
-        if !matches!(n.state().map(|s| s.as_str()), Some("deleted" | "deleting")) {
+        // moto ignores tag filters on NAT gateways: the tag is checked here.
+        let ours = n.tags().iter().any(|t| t.key() == Some("secep:stack") && t.value() == Some(p.stack.as_str()));
+        if ours && !matches!(n.state().map(|s| s.as_str()), Some("deleted" | "deleting")) {
             left.push(format!("nat gateway {}", n.nat_gateway_id().unwrap()));
         }
     }

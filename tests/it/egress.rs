@@ -341,3 +341,26 @@ async fn switching_egress_mode_converges_in_place() {
     assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
     down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
 }
+
+/// Regression: moto ignores tag filters on DescribeNatGateways, so a stack in NAT mode read every other stack's NAT
+/// gateway as its own `nat/<az>` (status: EXTRA; `down --adopt`: "not owned"). Two NAT stacks side by side: each
+/// sees exactly its own, and tearing one down leaves the other's gateway running.
+#[tokio::test]
+async fn another_stacks_nat_gateway_is_never_taken_for_this_ones() {
+    let aws = aws().await;
+    let first = project("nat-first", "egress = \"nat\"");
+    let second = project("nat-second", "egress = \"nat\"");
+    first.secep(&["up"]).success();
+    second.secep(&["up"]).success();
+    let status = second.secep(&["status"]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    let adopt = second.secep(&["down", "--yes", "--adopt"]);
+    assert_eq!(adopt.code, 0, "{}", adopt.stderr);
+    assert!(adopt.stderr.contains(", 0 not owned,"), "{}", adopt.stderr);
+    let vpc = stack(&aws, &first).await.vpc;
+    let nats = aws.ec2.describe_nat_gateways().filter(ec2_filter("vpc-id", &vpc)).send().await.unwrap();
+    let available = nats.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) == Some("available")).count();
+    assert_eq!(available, 1, "the first stack's NAT gateway survives the second's teardown");
+    down_leaves_nothing(&aws, &first, &["--delete-logs"]).await;
+    assert_eq!(crate::down::leftovers(&aws, &second).await, Vec::<String>::new());
+}
