@@ -4,6 +4,12 @@ Run from the repository root:  localstack/.venv/bin/python benches/bench.py   (o
 It starts its own moto and fidelity proxy on free 127.0.0.1 ports (stopped at exit), adds a fixed per-call latency
 (default 100 ms) so that the dependency chain dominates as on AWS, generates mesh configs of N services, runs each
 scenario once and prints one table. Numbers are measured side by side in one run; nothing here is a test.
+
+Bounds: chain = the longest chain of dependent calls x (added latency + emulator service time); throughput =
+calls x service time (the emulator answers one call at a time). The service time is the median upstream time of the
+`--parallelism 1` run, where no call queues behind another (under load the emulator's queueing would inflate it); bucket (throttled scenario only) = the EC2 mutating
+calls the proxy's token bucket admitted / its refill rate. Calls are counted from the proxy's call log, throttled
+answers included. Peak RSS is the secep process's own (wait4), not the emulator's.
 """
 
 import argparse
@@ -78,14 +84,20 @@ def main():
             f.write(mesh(n, stack))
         proxy.config(latency_ms=latency)
         proxy.clear()
-        t0 = time.monotonic()
-        out = subprocess.run([secep, *cmd, "--endpoint-url", url], cwd=folder, env=env, text=True, capture_output=True)
-        wall = time.monotonic() - t0
-        if out.returncode not in (0, 2):
-            sys.exit(f"secep {' '.join(cmd)} failed for N={n}:\n{out.stderr}")
+        log_path = os.path.join(folder, f"{cmd[0]}.stderr")
+        with open(log_path, "w") as log:
+            t0 = time.monotonic()
+            child = subprocess.Popen([secep, *cmd, "--endpoint-url", url], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=log)
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.monotonic() - t0
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 2):
+            sys.exit(f"secep {' '.join(cmd)} failed for N={n} (exit {code}):\n{open(log_path).read()}")
         calls = proxy.calls()
         upstream = [c["latency_ms"] - latency for c in calls if c.get("injected") in (None, "latency")]
-        return wall, calls, statistics.median(upstream) / 1000 if upstream else 0.0
+        service = statistics.median(upstream) / 1000 if upstream else 0.0
+        return wall, calls, service, usage.ru_maxrss / 1024
 
     # Warm up: the emulator's first EC2 call costs about a second.
     run(2, "warmup", "up")
@@ -93,38 +105,54 @@ def main():
 
     rows = []
     per_call = args.latency_ms / 1000
+    n = max(sizes)
+    # Serial first: it calibrates the emulator's service time for every bound below.
+    serial = run(n, "serial", "up", "--parallelism", "1")
+    service = serial[2]
+    run(n, "serial", "down", "--yes")
 
-    def row(scenario, n, wall, calls, service, chain):
+    def row(scenario, n, measured, chain, bucket_rate=None):
+        wall, calls, _, rss = measured
         mutating = sum(1 for c in calls if c["mutating"])
+        throttled = sum(1 for c in calls if c.get("injected") == "throttle")
         chain_bound = chain * (per_call + service)
         throughput_bound = len(calls) * service
-        bound = max(chain_bound, throughput_bound)
-        rows.append((scenario, n, len(calls), mutating, wall, chain_bound, throughput_bound, wall / bound if bound else 0))
+        bucket_bound = None
+        if bucket_rate:
+            admitted = sum(1 for c in calls if c["service"] == "ec2" and c["mutating"] and c.get("injected") != "throttle")
+            bucket_bound = admitted / bucket_rate
+        bound = max(chain_bound, throughput_bound, bucket_bound or 0)
+        rows.append((scenario, n, len(calls), mutating, throttled, wall, chain_bound, throughput_bound, bucket_bound,
+                     wall / bound if bound else 0, rss))
 
     for n in sizes:
         stack = f"bench{n}"
-        wall, calls, service = run(n, stack, "up")
-        row("up", n, wall, calls, service, UP_CHAIN)
-        wall, calls, service = run(n, stack, "up")
-        row("up (no-op)", n, wall, calls, service, 1)
-        wall, calls, service = run(n, stack, "status")
-        row("status", n, wall, calls, service, 1)
-        wall, calls, service = run(n, stack, "down", "--yes")
-        row("down", n, wall, calls, service, DOWN_CHAIN)
+        row("up", n, run(n, stack, "up"), UP_CHAIN)
+        row("up (no-op)", n, run(n, stack, "up"), 1)
+        row("status", n, run(n, stack, "status"), 1)
+        row("down", n, run(n, stack, "down", "--yes"), DOWN_CHAIN)
 
-    n = max(sizes)
-    wall_p1, calls, service = run(n, "serial", "up", "--parallelism", "1")
-    row("up --parallelism 1", n, wall_p1, calls, service, UP_CHAIN)
-    run(n, "serial", "down", "--yes")
-    parallel_wall = next(r[4] for r in rows if r[0] == "up" and r[1] == n)
+    row("up --parallelism 1", n, serial, UP_CHAIN)
+
+    # AWS-style throttling: EC2's mutating calls through a token bucket (5 per second, burst 10).
+    rate, burst = 5, 10
+    proxy.config(throttle={"ec2-mutating": f"{rate}:{burst}"})
+    row(f"up, EC2 {rate}/s burst {burst}", n, run(n, "throttled", "up"), UP_CHAIN, bucket_rate=rate)
+    proxy.config(throttle={"ec2-mutating": None})
+    run(n, "throttled", "down", "--yes")
+    parallel_wall = next(r[5] for r in rows if r[0] == "up" and r[1] == n)
 
     print(f"\nsecep benchmark: moto 5.2.5 behind the fidelity proxy, {args.latency_ms:.0f} ms added per call, "
-          f"{os.cpu_count()} cores; bounds use the median emulator service time measured in the same run")
-    print(f"{'scenario':<22} {'N':>3} {'calls':>6} {'mutating':>8} {'wall s':>8} {'chain s':>8} {'thruput s':>9} {'ratio':>6}")
+          f"{os.cpu_count()} cores; emulator service time {service * 1000:.1f} ms (median, serial run)")
+    head = (f"{'scenario':<24} {'N':>3} {'calls':>6} {'mutating':>8} {'throttled':>9} {'wall s':>7} {'chain s':>7} "
+            f"{'thruput s':>9} {'bucket s':>8} {'ratio':>6} {'peak RSS':>9}")
+    print(head)
     for r in rows:
-        print(f"{r[0]:<22} {r[1]:>3} {r[2]:>6} {r[3]:>8} {r[4]:>8.2f} {r[5]:>8.2f} {r[6]:>9.2f} {r[7]:>6.2f}")
-    print(f"\nN={n}: up with the default parallelism is {wall_p1 / parallel_wall:.1f}x faster than --parallelism 1")
-    print("ratio = wall / max(chain bound, calls x emulator service time); 1.0 is the floor")
+        bucket = f"{r[8]:>8.2f}" if r[8] is not None else f"{'-':>8}"
+        print(f"{r[0]:<24} {r[1]:>3} {r[2]:>6} {r[3]:>8} {r[4]:>9} {r[5]:>7.2f} {r[6]:>7.2f} {r[7]:>9.2f} {bucket} "
+              f"{r[9]:>6.2f} {r[10]:>6.1f} MB")
+    print(f"\nN={n}: up with the default parallelism is {serial[0] / parallel_wall:.1f}x faster than --parallelism 1")
+    print("ratio = wall / max(chain, throughput, bucket bounds); 1.0 is the floor")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use secep::aws::Target;
+use secep::aws::{DEFAULT_PARALLELISM, Target};
 use secep::commands::{self, Common, exit};
 use secep::graph::StopFlag;
 use secep::output::Console;
@@ -58,8 +58,8 @@ struct GlobalArgs {
 enum Command {
     /// Create the stack, or whatever of it does not exist yet (idempotent)
     Up {
-        /// Most AWS calls in flight at once
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+        /// Most steps and AWS calls in flight at once: the ceiling of the adaptive window, which halves when AWS throttles
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
         parallelism: u16,
         /// Longest wait for an asynchronous Cloud Map operation, in seconds
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
@@ -75,8 +75,8 @@ enum Command {
     Plan,
     /// Delete everything the stack created, in reverse dependency order; never touches what it does not own
     Down {
-        /// Most AWS calls in flight at once
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+        /// Most steps and AWS calls in flight at once: the ceiling of the adaptive window, which halves when AWS throttles
+        #[arg(long, default_value_t = DEFAULT_PARALLELISM as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
         parallelism: u16,
         /// Do not ask for confirmation (required when not on a terminal)
         #[arg(short, long)]
@@ -112,6 +112,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     let g = cli.global;
+    let parallelism = match cli.command {
+        Command::Up { parallelism, .. } | Command::Down { parallelism, .. } => Some(usize::from(parallelism)),
+        Command::Status | Command::Plan => None,
+    };
     let common = Common {
         config: g.config,
         state: g.state,
@@ -120,6 +124,7 @@ async fn run(cli: Cli) -> u8 {
             region: g.region,
             endpoint_url: g.endpoint_url,
             max_attempts: g.max_attempts,
+            parallelism,
         },
         force_unlock: g.force_unlock,
     };
@@ -127,19 +132,15 @@ async fn run(cli: Cli) -> u8 {
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
-        Command::Up { parallelism, operation_timeout, allow_replace } => {
-            let args = commands::up::UpArgs {
-                parallelism: usize::from(parallelism),
-                operation_timeout: Duration::from_secs(operation_timeout),
-                allow_replace,
-            };
+        Command::Up { operation_timeout, allow_replace, .. } => {
+            let args =
+                commands::up::UpArgs { operation_timeout: Duration::from_secs(operation_timeout), allow_replace };
             commands::up::run(&common, &args, &console, &stop).await
         }
         Command::Status => commands::inspect::status(&common, &console).await,
         Command::Plan => commands::inspect::plan(&common, &console).await,
-        Command::Down { parallelism, yes, adopt, delete_logs, operation_timeout, dependency_timeout } => {
+        Command::Down { yes, adopt, delete_logs, operation_timeout, dependency_timeout, .. } => {
             let args = commands::down::DownArgs {
-                parallelism: usize::from(parallelism),
                 yes,
                 adopt,
                 delete_logs,

@@ -1,5 +1,6 @@
 //! Counts the API calls secep makes (and the attempts, retries included), so every command can report what it
-//! cost and a no-op `up` can show it changed nothing.
+//! cost and a no-op `up` can show it changed nothing; and tells the concurrency window how each attempt was
+//! answered, so a throttled account slows the walk down instead of burning retries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,11 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+
+use super::window::{Window, Windows};
 
 /// Totals over all clients of one run.
 #[derive(Debug, Default)]
@@ -19,6 +23,7 @@ pub struct CallCounts {
     pub calls: AtomicU64,
     pub mutating: AtomicU64,
     pub attempts: AtomicU64,
+    pub throttled: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,8 @@ pub struct CallSummary {
     pub mutating: u64,
     /// Attempts beyond the first of each call: throttling, 5xx and timeouts the SDK retried.
     pub retries: u64,
+    /// Attempts AWS answered "slow down".
+    pub throttled: u64,
 }
 
 impl CallCounts {
@@ -36,7 +43,19 @@ impl CallCounts {
             calls,
             mutating: self.mutating.load(Ordering::Relaxed),
             retries: self.attempts.load(Ordering::Relaxed).saturating_sub(calls),
+            throttled: self.throttled.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// "12 API calls, 5 mutating, 0 retried", plus how often AWS throttled when it did.
+impl std::fmt::Display for CallSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} API calls, {} mutating, {} retried", self.calls, self.mutating, self.retries)?;
+        if self.throttled > 0 {
+            write!(f, ", {} throttled", self.throttled)?;
+        }
+        Ok(())
     }
 }
 
@@ -45,8 +64,72 @@ pub fn is_mutating(operation: &str) -> bool {
     !["Describe", "List", "Get", "Discover"].iter().any(|p| operation.starts_with(p))
 }
 
+/// Error codes AWS uses for "slow down" (the SDK's own throttling list).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// The error code of an AWS error response, in whichever protocol the service speaks: the `x-amzn-ErrorType`
+/// header or `__type` field (JSON: ECS, Cloud Map, Logs) or the `<Code>` element (query/XML: EC2, IAM).
+fn error_code<'a>(error_type_header: Option<&'a str>, body: &'a str) -> Option<&'a str> {
+    let strip = |code: &'a str| code.split(':').next().unwrap_or(code).rsplit('#').next().unwrap_or(code).trim();
+    if let Some(h) = error_type_header {
+        return Some(strip(h));
+    }
+    if let Some(start) = body.find("<Code>") {
+        let rest = &body[start + "<Code>".len()..];
+        return rest.find("</Code>").map(|end| rest[..end].trim());
+    }
+    let start = body.find("\"__type\"")?;
+    let rest = &body[start + "\"__type\"".len()..];
+    let value = rest.trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    value.find('"').map(|end| strip(&value[..end]))
+}
+
+/// Whether an HTTP answer means "slow down".
+pub fn is_throttling(status: u16, error_type_header: Option<&str>, body: &[u8]) -> bool {
+    if status == 429 {
+        return true;
+    }
+    status >= 400
+        && error_code(error_type_header, &String::from_utf8_lossy(body)).is_some_and(|c| THROTTLING_CODES.contains(&c))
+}
+
+/// One per client: `service` names that client's concurrency windows (one for its reads, one for its mutating
+/// calls: AWS throttles them apart, EC2 with separate token buckets).
 #[derive(Debug, Clone)]
-pub struct CallCounter(pub Arc<CallCounts>);
+pub struct CallCounter {
+    pub counts: Arc<CallCounts>,
+    pub windows: Arc<Windows>,
+    pub service: &'static str,
+}
+
+/// The window a request waits in, attached to it for the HTTP connector (see `gate.rs`).
+#[derive(Debug, Clone)]
+pub struct WindowOf(pub Arc<Window>);
+
+impl CallCounter {
+    fn window(&self, cfg: &ConfigBag) -> Arc<Window> {
+        let class = match cfg.load::<Metadata>() {
+            Some(meta) if !is_mutating(meta.name()) => "read",
+            _ => "mutating",
+        };
+        self.windows.of(&format!("{} {class}", self.service))
+    }
+}
 
 impl Intercept for CallCounter {
     fn name(&self) -> &'static str {
@@ -59,11 +142,11 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.calls.fetch_add(1, Ordering::Relaxed);
+        self.counts.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(meta) = cfg.load::<Metadata>() {
             tracing::debug!(service = meta.service(), operation = meta.name(), "api call");
             if is_mutating(meta.name()) {
-                self.0.mutating.fetch_add(1, Ordering::Relaxed);
+                self.counts.mutating.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -75,7 +158,69 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.attempts.fetch_add(1, Ordering::Relaxed);
+        self.counts.attempts.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context.request_mut().add_extension(WindowOf(self.window(cfg)));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // No answer at all (timeout, connection reset) says nothing about the rate; neither does a plain 5xx.
+        let Some(response) = context.response() else { return Ok(()) };
+        let window = self.window(cfg);
+        let status = response.status().as_u16();
+        let body = response.body().bytes().unwrap_or_default();
+        if is_throttling(status, response.headers().get("x-amzn-errortype"), body) {
+            self.counts.throttled.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(status, "throttled: halving the concurrency window");
+            window.on_throttle();
+        } else if status < 500 {
+            window.on_success();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_recognised_in_every_protocol_secep_speaks() {
+        let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors></Response>";
+        assert!(is_throttling(503, None, ec2));
+        let iam = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
+        assert!(is_throttling(400, None, iam));
+        let ecs = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+        assert!(is_throttling(400, None, ecs));
+        let namespaced = br#"{"__type": "com.amazonaws.servicediscovery#ThrottlingException"}"#;
+        assert!(is_throttling(400, None, namespaced));
+        assert!(is_throttling(400, Some("ThrottlingException:http://internal.amazon.com/coral/"), b""));
+        assert!(is_throttling(429, None, b""));
+    }
+
+    #[test]
+    fn other_errors_and_successes_are_not_throttling() {
+        assert!(!is_throttling(400, None, br#"{"__type":"ClientException","message":"Throttling is not it"}"#));
+        assert!(!is_throttling(
+            400,
+            None,
+            b"<Response><Errors><Error><Code>InvalidGroup.Duplicate</Code></Error></Errors></Response>"
+        ));
+        assert!(!is_throttling(500, None, b"<Code>InternalError</Code>"));
+        assert!(!is_throttling(200, None, b"<Code>RequestLimitExceeded</Code>"));
     }
 }

@@ -16,7 +16,6 @@ use crate::steps::{self, Ctx, Deleted, Owner, discover};
 
 #[derive(Debug, Clone)]
 pub struct DownArgs {
-    pub parallelism: usize,
     pub yes: bool,
     pub adopt: bool,
     pub delete_logs: bool,
@@ -86,7 +85,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     };
     console.start_progress(ids.len());
     let ids = Arc::new(ids);
-    let outcomes = walk(&dag, args.parallelism, stop, |i| {
+    let outcomes = walk(&dag, ctx.clients.windows.ceiling(), stop, |i| {
         let (ctx, ids, console) = (ctx.clone(), ids.clone(), console.clone());
         async move { remove(&ctx, &ids[i], &console).await }
     })
@@ -144,8 +143,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     let api = ctx.clients.calls.summary();
     let secs = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{deleted} deleted, {gone} already gone, {kept} kept, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({} API calls, {} mutating, {} retried)",
-        api.calls, api.mutating, api.retries
+        "{deleted} deleted, {gone} already gone, {kept} kept, {foreign} not owned, {failed} failed, {skipped} not attempted in {secs:.2}s ({api})"
     );
     let ok = failed == 0 && skipped == 0 && foreign == 0 && leftovers.is_empty();
     if ok {
@@ -167,7 +165,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         "state_file_removed": everything_gone,
         "tagged_leftovers": leftovers,
         "summary": { "deleted": deleted, "already_gone": gone, "kept": kept, "not_owned": foreign, "failed": failed, "skipped": skipped },
-        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
+        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries, "throttled": api.throttled },
         "seconds": (secs * 1000.0).round() / 1000.0,
         "nodes": rows,
     }));

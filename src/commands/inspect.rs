@@ -6,12 +6,11 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Common, Opened, exit, open, up::resolve_azs};
+use super::{Common, Opened, exit, open, up::desired_and_live};
 use crate::config::Config;
-use crate::model::desired_nodes;
 use crate::output::{Console, short_id};
 use crate::plan::{Action, Audit, NodeStatus, Verdict, audit, diff};
-use crate::steps::live::{self, Facts, Live};
+use crate::steps::live::{Facts, Live};
 
 /// Everything both commands show.
 struct Inspection {
@@ -26,9 +25,7 @@ struct Inspection {
 
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
     let Opened { config, clients, state, .. } = open(common, console, false).await?;
-    let azs = resolve_azs(&config, &state, &clients).await?;
-    let nodes = desired_nodes(&config, &azs, &clients.region);
-    let live = live::read(&clients, &config.stack.name, &state, &nodes).await?;
+    let (nodes, live) = desired_and_live(&config, &state, &clients).await?;
     let statuses = diff(&nodes, &state, &live);
     let audit = audit(&config, &live);
     Ok(Inspection {
@@ -158,7 +155,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
             "extra": i.audit.extra.iter().map(|(p, rule)| json!({ "from": p.from, "to": p.to, "ports": p.ports, "rule_id": rule })).collect::<Vec<_>>(),
             "missing": i.audit.missing,
         },
-        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating, "retries": i.calls.retries },
+        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating, "retries": i.calls.retries, "throttled": i.calls.throttled },
     }));
     Ok(if in_sync { exit::OK } else { exit::DIFFERENCES })
 }

@@ -21,7 +21,6 @@ use crate::steps::{self, Ctx};
 
 #[derive(Debug, Clone)]
 pub struct UpArgs {
-    pub parallelism: usize,
     pub operation_timeout: Duration,
     /// Replace what AWS cannot change in place (and everything built on it) instead of refusing.
     pub allow_replace: bool,
@@ -45,12 +44,10 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         format!("stack {} to {} (config {})", config.stack.name, clients.region, config.path.display()),
     );
 
-    let azs = resolve_azs(&config, &state, &clients).await?;
-    let nodes = desired_nodes(&config, &azs, &clients.region);
-    let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
     // Look at what really exists first (one batched read round): resources deleted or changed behind secep's back
     // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
-    let live = live::read(&clients, &config.stack.name, &state, &nodes).await?;
+    let (nodes, live) = desired_and_live(&config, &state, &clients).await?;
+    let dag = Dag::new(nodes.iter().map(|n| (n.id.clone(), n.deps.clone())))?;
     let statuses = diff(&nodes, &state, &live);
     let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
     let undeclared: Vec<_> = live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
@@ -86,10 +83,10 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     };
     console.start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;
-    let removal_failures = remove_dropped(&ctx, &removed, args.parallelism, stop, console).await?;
+    let removal_failures = remove_dropped(&ctx, &removed, stop, console).await?;
     let nodes = Arc::new(nodes);
     let actions = Arc::new(actions);
-    let outcomes = walk(&dag, args.parallelism, stop, |i| {
+    let outcomes = walk(&dag, ctx.clients.windows.ceiling(), stop, |i| {
         let (ctx, nodes, actions, console, previous, adopted) =
             (ctx.clone(), nodes.clone(), actions.clone(), console.clone(), previous.clone(), adopted.clone());
         async move { apply(&ctx, &nodes[i], actions[i], &previous, &adopted, &console).await }
@@ -199,7 +196,7 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
             steps::group_rules::apply(ctx, &node.id, group, ingress.as_deref(), egress.as_deref()).await?;
         }
         Spec::RouteTable { subnets, default_route, .. } => {
-            steps::egress::converge_route_table(ctx, &record.id, subnets, default_route.as_deref()).await?;
+            steps::egress::converge_route_table(ctx, &record.id, None, subnets, default_route.as_deref()).await?;
         }
         Spec::LogGroup { name, retention_days } => {
             steps::log_group::set_retention(ctx, name, *retention_days).await?;
@@ -251,20 +248,14 @@ fn refuse_replacements(nodes: &[Node], statuses: &[crate::plan::NodeStatus]) -> 
 
 /// Deletes what the config no longer declares (a removed service's chain, a removed call), in teardown order and
 /// with the same ownership check as `down`. Returns how many failed.
-async fn remove_dropped(
-    ctx: &Ctx,
-    removed: &[String],
-    parallelism: usize,
-    stop: &StopFlag,
-    console: &Console,
-) -> Result<usize> {
+async fn remove_dropped(ctx: &Ctx, removed: &[String], stop: &StopFlag, console: &Console) -> Result<usize> {
     if removed.is_empty() {
         return Ok(0);
     }
     revoke_references(ctx, removed).await?;
     let dag = Dag::new(crate::model::recorded_graph(removed))?.reversed();
     let ids = Arc::new(removed.to_vec());
-    let outcomes = walk(&dag, parallelism, stop, |i| {
+    let outcomes = walk(&dag, ctx.clients.windows.ceiling(), stop, |i| {
         let (ctx, ids, console) = (ctx.clone(), ids.clone(), console.clone());
         async move { super::down::remove(&ctx, &ids[i], &console).await }
     })
@@ -324,7 +315,23 @@ async fn revoke_undeclared(ctx: &Ctx, rules: &[crate::steps::live::LiveRule], co
 }
 
 /// The AZs of the private subnets: from the config, else those already recorded, else the region's first ones.
-pub(crate) async fn resolve_azs(config: &Config, state: &StateFile, clients: &Clients) -> Result<Vec<String>> {
+/// The desired nodes and the live stack. The live read needs only which kinds and names are desired, not which
+/// zones, so it runs beside the zone lookup (a fresh stack does not wait a round trip for the zones first).
+pub(crate) async fn desired_and_live(
+    config: &Config,
+    state: &StateFile,
+    clients: &Clients,
+) -> Result<(Vec<crate::model::Node>, live::Live)> {
+    let zone_slots: Vec<String> = (0..config.network.max_azs).map(|i| format!("zone-{i}")).collect();
+    let kinds_and_names = desired_nodes(config, &zone_slots, &clients.region);
+    let (azs, live) = tokio::try_join!(
+        resolve_azs(config, state, clients),
+        live::read(clients, &config.stack.name, state, &kinds_and_names)
+    )?;
+    Ok((desired_nodes(config, &azs, &clients.region), live))
+}
+
+async fn resolve_azs(config: &Config, state: &StateFile, clients: &Clients) -> Result<Vec<String>> {
     if let Some(azs) = &config.network.azs {
         return Ok(azs.clone());
     }
@@ -423,7 +430,8 @@ fn report(
         .collect();
     let secs = elapsed.as_secs_f64();
     let api = ctx.clients.calls.summary();
-    let cost = format!("{} API calls, {} mutating, {} retried", api.calls, api.mutating, api.retries);
+    let cost = api.to_string();
+    tracing::debug!(windows = ?ctx.clients.windows.summary(), "concurrency windows at the end");
     if !ok {
         console.status(
             "Failed",
@@ -474,7 +482,7 @@ fn report(
         "ok": ok,
         "summary": { "created": created, "adopted": adopted_count, "updated": updated, "deleted": deleted, "revoked": revoked, "unchanged": unchanged, "failed": failed, "skipped": skipped },
         "seconds": (secs * 1000.0).round() / 1000.0,
-        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries },
+        "api_calls": { "total": api.calls, "mutating": api.mutating, "retries": api.retries, "throttled": api.throttled },
         "nodes": rows,
         "endpoints": endpoints,
     }));

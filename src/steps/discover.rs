@@ -31,13 +31,17 @@ fn add(found: &mut BTreeMap<String, Record>, node: &str, record: Record) {
 
 /// Every live resource tagged for `stack`, keyed by node id.
 pub async fn tagged(clients: &Clients, stack: &str) -> Result<BTreeMap<String, Record>> {
-    let mut found = BTreeMap::new();
-    ec2(clients, stack, &mut found).await?;
-    egress(clients, stack, &mut found).await?;
-    ecs(clients, stack, &mut found).await?;
-    cloud_map(clients, stack, &mut found).await?;
-    account(clients, stack, &mut found).await?;
-    Ok(found)
+    // Each kind is found into its own map, all kinds at once: their node ids never overlap.
+    let mut parts: [BTreeMap<String, Record>; 5] = Default::default();
+    let [ec2_found, egress_found, ecs_found, cloud_map_found, account_found] = &mut parts;
+    tokio::try_join!(
+        ec2(clients, stack, ec2_found),
+        egress(clients, stack, egress_found),
+        ecs(clients, stack, ecs_found),
+        cloud_map(clients, stack, cloud_map_found),
+        account(clients, stack, account_found),
+    )?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// Route tables, endpoints, gateways and addresses: one describe per kind, by tag (DescribeTags would be fewer
@@ -54,13 +58,15 @@ async fn egress(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Rec
 /// The execution role (named after the stack) and the log group (`/secep/<stack>`), if tagged as the stack's.
 async fn account(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
     let name = crate::model::execution_role_name(stack);
-    if let Some((arn, Some(tag))) = super::iam::read_role(clients, &name).await?
+    let group = format!("/secep/{stack}");
+    let (role, group_tag) =
+        tokio::try_join!(super::iam::read_role(clients, &name), super::log_group::stack_tag(clients, &group))?;
+    if let Some((arn, Some(tag))) = role
         && tag == stack
     {
         found.insert("role/execution".into(), adopted(&name, Some(&arn)));
     }
-    let group = format!("/secep/{stack}");
-    if super::log_group::stack_tag(clients, &group).await? == Some(Some(stack.to_string())) {
+    if group_tag == Some(Some(stack.to_string())) {
         found.insert("logs".into(), adopted(&group, None));
     }
     Ok(())
@@ -73,25 +79,27 @@ fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str
 async fn ec2(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
     let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
     let ec2 = &clients.ec2;
-    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.map_err(|e| api_error("find tagged VPCs", e))?;
+    let (vpcs, subnets, groups) = tokio::try_join!(
+        async { ec2.describe_vpcs().filters(ours()).send().await.map_err(|e| api_error("find tagged VPCs", e)) },
+        async { ec2.describe_subnets().filters(ours()).send().await.map_err(|e| api_error("find tagged subnets", e)) },
+        async {
+            ec2.describe_security_groups()
+                .filters(ours())
+                .send()
+                .await
+                .map_err(|e| api_error("find tagged security groups", e))
+        },
+    )?;
     for v in vpcs.vpcs() {
         if let (Some(node), Some(id)) = (ec2_tag(v.tags(), TAG_NODE), v.vpc_id()) {
             add(found, node, adopted(id, None));
         }
     }
-    let subnets =
-        ec2.describe_subnets().filters(ours()).send().await.map_err(|e| api_error("find tagged subnets", e))?;
     for s in subnets.subnets() {
         if let (Some(node), Some(id)) = (ec2_tag(s.tags(), TAG_NODE), s.subnet_id()) {
             add(found, node, adopted(id, None));
         }
     }
-    let groups = ec2
-        .describe_security_groups()
-        .filters(ours())
-        .send()
-        .await
-        .map_err(|e| api_error("find tagged security groups", e))?;
     // group id → service name, to name the rules between them.
     let mut services = BTreeMap::new();
     for g in groups.security_groups() {
@@ -167,28 +175,40 @@ async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
         families
             .extend(page.map_err(|e| api_error("list the stack's task definition families", e))?.families().to_vec());
     }
-    let mut tds = Vec::new();
-    for family in families {
-        let mut pages = ecs
-            .list_task_definitions()
-            .family_prefix(&family)
-            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            tds.extend(
-                page.map_err(|e| api_error(format!("list revisions of {family}"), e))?.task_definition_arns().to_vec(),
-            );
+    // One listing per family and one describe per revision, all at once (a 50-service stack has 50 families).
+    let revisions = super::all(families, |family| {
+        let ecs = ecs.clone();
+        async move {
+            let mut arns = Vec::new();
+            let mut pages = ecs
+                .list_task_definitions()
+                .family_prefix(&family)
+                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| api_error(format!("list revisions of {family}"), e))?;
+                arns.extend(page.task_definition_arns().to_vec());
+            }
+            Ok(arns)
         }
-    }
-    for arn in tds {
-        let out = ecs
-            .describe_task_definition()
-            .task_definition(&arn)
-            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-            .send()
-            .await
-            .map_err(|e| api_error(format!("describe task definition {arn}"), e))?;
+    })
+    .await?;
+    let described = super::all(revisions.into_iter().flatten().collect(), |arn: String| {
+        let ecs = ecs.clone();
+        async move {
+            let out = ecs
+                .describe_task_definition()
+                .task_definition(&arn)
+                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("describe task definition {arn}"), e))?;
+            Ok((arn, out))
+        }
+    })
+    .await?;
+    for (arn, out) in described {
         if ecs_tag(out.tags(), TAG_STACK) == Some(stack)
             && let Some(node) = ecs_tag(out.tags(), TAG_NODE)
         {
@@ -204,45 +224,60 @@ async fn ecs(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record
     Ok(())
 }
 
+/// Tags of a Cloud Map resource; none when it was deleted meanwhile (another stack tearing down in the account).
+async fn sd_tags(sd: aws_sdk_servicediscovery::Client, arn: String) -> Result<BTreeMap<String, String>> {
+    match sd
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read tags of {arn}"), e))
+    {
+        Ok(o) => Ok(o.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect()),
+        Err(e) if super::error_code(&e) == Some("ResourceNotFoundException") => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn cloud_map(clients: &Clients, stack: &str, found: &mut BTreeMap<String, Record>) -> Result<()> {
     let sd = &clients.sd;
-    // Tags of a resource; none when it was deleted meanwhile (another stack tearing down in the same account).
-    let tags_of = |arn: String| async move {
-        let out = sd.list_tags_for_resource().resource_arn(&arn).send().await;
-        match out.map_err(|e| api_error(format!("read tags of {arn}"), e)) {
-            Ok(o) => {
-                Ok(o.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect::<BTreeMap<_, _>>())
-            }
-            Err(e) if super::error_code(&e) == Some("ResourceNotFoundException") => Ok(BTreeMap::new()),
-            Err(e) => Err(e),
-        }
-    };
     let mut pages = sd.list_namespaces().into_paginator().send();
     let mut namespaces = Vec::new();
     while let Some(page) = pages.next().await {
         namespaces.extend(page.map_err(|e| api_error("list Cloud Map namespaces", e))?.namespaces().to_vec());
     }
-    for ns in namespaces {
-        let (Some(id), Some(arn)) = (ns.id(), ns.arn()) else { continue };
-        let tags = tags_of(arn.to_string()).await?;
+    // Every namespace in the account is a candidate: their tags are read all at once.
+    let candidates: Vec<(String, String)> =
+        namespaces.iter().filter_map(|ns| Some((ns.id()?.to_string(), ns.arn()?.to_string()))).collect();
+    let tagged = super::all(candidates, |(id, arn)| {
+        let sd = sd.clone();
+        async move { Ok((id, arn.clone(), sd_tags(sd, arn).await?)) }
+    })
+    .await?;
+    for (id, arn, tags) in tagged {
         if tags.get(TAG_STACK).map(String::as_str) != Some(stack) {
             continue;
         }
-        found.insert(tags.get(TAG_NODE).cloned().unwrap_or_else(|| "namespace".into()), adopted(id, Some(arn)));
-        let filter = ServiceFilter::builder().name(ServiceFilterName::NamespaceId).values(id).build()?;
+        found.insert(tags.get(TAG_NODE).cloned().unwrap_or_else(|| "namespace".into()), adopted(&id, Some(&arn)));
+        let filter = ServiceFilter::builder().name(ServiceFilterName::NamespaceId).values(&id).build()?;
         let services = sd
             .list_services()
             .filters(filter)
             .send()
             .await
             .map_err(|e| api_error(format!("list services of {id}"), e))?;
-        for s in services.services() {
-            let (Some(sid), Some(sarn)) = (s.id(), s.arn()) else { continue };
-            let tags = tags_of(sarn.to_string()).await?;
+        let services: Vec<(String, String)> =
+            services.services().iter().filter_map(|s| Some((s.id()?.to_string(), s.arn()?.to_string()))).collect();
+        let services = super::all(services, |(sid, sarn)| {
+            let sd = sd.clone();
+            async move { Ok((sid, sarn.clone(), sd_tags(sd, sarn).await?)) }
+        })
+        .await?;
+        for (sid, sarn, tags) in services {
             if let (Some(node), Some(owner)) = (tags.get(TAG_NODE), tags.get(TAG_STACK))
                 && owner == stack
             {
-                add(found, node, adopted(sid, Some(sarn)));
+                add(found, node, adopted(&sid, Some(&sarn)));
             }
         }
     }

@@ -49,34 +49,53 @@ pub async fn create_route_table(
         .await
         .map_err(|e| api_error(format!("create route table {name} in {vpc_id}"), e))?;
     let id = out.route_table().and_then(|r| r.route_table_id()).unwrap_or_default().to_string();
-    converge_route_table(ctx, &id, subnets, default_route).await?;
+    // The answer describes the new table: no read-back before associating (one round trip off the deploy's chain).
+    converge_route_table(ctx, &id, out.route_table().cloned(), subnets, default_route).await?;
     Ok(Created { id, arn: None })
 }
 
 /// Associates the table with exactly `subnets` (adding what is missing) and points its default route where the spec
 /// says: used at creation and to repair drift.
-pub async fn converge_route_table(ctx: &Ctx, id: &str, subnets: &[String], default_route: Option<&str>) -> Result<()> {
+/// `known`: the table as just described (by its create call), else it is read first.
+pub async fn converge_route_table(
+    ctx: &Ctx,
+    id: &str,
+    known: Option<aws_sdk_ec2::types::RouteTable>,
+    subnets: &[String],
+    default_route: Option<&str>,
+) -> Result<()> {
     let ec2 = &ctx.clients.ec2;
-    let table = ec2
-        .describe_route_tables()
-        .route_table_ids(id)
-        .send()
-        .await
-        .map_err(|e| api_error(format!("read route table {id}"), e))?;
-    let table =
-        table.route_tables().first().cloned().unwrap_or_else(|| aws_sdk_ec2::types::RouteTable::builder().build());
+    let table = match known {
+        Some(table) => table,
+        None => {
+            let out = ec2
+                .describe_route_tables()
+                .route_table_ids(id)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("read route table {id}"), e))?;
+            out.route_tables().first().cloned().unwrap_or_else(|| aws_sdk_ec2::types::RouteTable::builder().build())
+        }
+    };
+    let mut missing = Vec::new();
     for subnet in subnets {
         let subnet_id = ctx.id_of(subnet)?;
-        if table.associations().iter().any(|a| a.subnet_id() == Some(subnet_id.as_str())) {
-            continue;
+        if !table.associations().iter().any(|a| a.subnet_id() == Some(subnet_id.as_str())) {
+            missing.push(subnet_id);
         }
-        ec2.associate_route_table()
-            .route_table_id(id)
-            .subnet_id(&subnet_id)
-            .send()
-            .await
-            .map_err(|e| api_error(format!("associate route table {id} with {subnet_id}"), e))?;
     }
+    super::all(missing, |subnet_id| {
+        let (ec2, id) = (ec2.clone(), id.to_string());
+        async move {
+            let out = ec2.associate_route_table().route_table_id(&id).subnet_id(&subnet_id).send().await;
+            match out.map_err(|e| api_error(format!("associate route table {id} with {subnet_id}"), e)) {
+                // A create replayed by its client token answers with the table as first created: already done.
+                Err(e) if super::error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
+                other => other.map(|_| ()),
+            }
+        }
+    })
+    .await?;
     if let Some(target) = default_route {
         let target_id = ctx.id_of(target)?;
         let current = table.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));

@@ -24,9 +24,6 @@ pub enum Facts {
         public_ip_on_launch: bool,
     },
     Cluster,
-    Namespace {
-        name: String,
-    },
     SdService {
         name: String,
         instances: Option<i32>,
@@ -125,6 +122,16 @@ impl Recorded {
     }
 }
 
+/// Desired services the state does not record: looked up by name, since a crash between CreateService and the
+/// state write leaves one behind (ECS names are unique per cluster, so no listing of the cluster is needed).
+fn unrecorded_services(desired: &[Node], state: &StateFile) -> Vec<String> {
+    desired
+        .iter()
+        .filter(|n| super::kind_of(&n.id) == "svc" && state.get(&n.id).is_none())
+        .filter_map(|n| n.id.strip_prefix("svc/").map(str::to_string))
+        .collect()
+}
+
 /// Reads every recorded resource and every resource tagged for the stack; kinds neither desired nor recorded are not
 /// read at all (no NAT gateway lookups for a stack without NAT).
 pub async fn read(clients: &Clients, stack: &str, state: &StateFile, desired: &[Node]) -> Result<Live> {
@@ -150,7 +157,7 @@ pub async fn read(clients: &Clients, stack: &str, state: &StateFile, desired: &[
     });
     let (ec2, ecs, sd, network, account) = tokio::join!(
         read_ec2(clients, stack, recorded("sg-rule"), &who, state),
-        read_ecs(clients, stack, recorded("svc"), recorded("td")),
+        read_ecs(clients, stack, recorded("svc"), recorded("td"), unrecorded_services(desired, state)),
         read_cloud_map(clients, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
         read_egress(clients, stack, &kinds, &who),
         read_account(clients, stack, &kinds, role_name, state),
@@ -291,6 +298,7 @@ async fn read_ecs(
     stack: &str,
     recorded_services: BTreeMap<String, String>,
     recorded_tds: BTreeMap<String, String>,
+    unrecorded_services: Vec<String>,
 ) -> Result<Live> {
     let ecs = &clients.ecs;
     let mut live = Live::default();
@@ -308,8 +316,11 @@ async fn read_ecs(
         LiveNode { id: cluster.cluster_name().unwrap_or(stack).to_string(), tagged, facts: Facts::Cluster },
     );
 
-    // Recorded services plus any other service in the cluster (extra).
-    let services = super::service::describe_cluster_services(clients, stack, recorded_services.keys().cloned()).await?;
+    // Recorded services by ARN, desired ones not recorded by name: batched describes, no listing of the cluster.
+    let wanted = recorded_services.keys().cloned().chain(unrecorded_services);
+    let services = super::service::describe_services(clients, stack, wanted).await?;
+    let mut seen = BTreeSet::new();
+    let services: Vec<_> = services.into_iter().filter(|s| seen.insert(s.service_arn().map(str::to_string))).collect();
     let mut task_definitions = BTreeSet::new();
     for s in &services {
         let arn = s.service_arn().unwrap_or_default().to_string();
@@ -366,28 +377,18 @@ async fn read_cloud_map(
     let sd = &clients.sd;
     let mut live = Live::default();
     let Some(namespace_id) = namespace_id else { return Ok(live) };
-    let ns = match sd.get_namespace().id(&namespace_id).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            let e = api_error(format!("read namespace {namespace_id}"), e);
-            if super::error_code(&e) == Some("NamespaceNotFound") {
-                return Ok(live);
-            }
-            return Err(e);
-        }
-    };
-    let name = ns.namespace().and_then(|n| n.name()).unwrap_or_default().to_string();
-    live.nodes.insert(
-        "namespace".into(),
-        LiveNode { id: namespace_id.clone(), tagged: true, facts: Facts::Namespace { name } },
-    );
     let filter = aws_sdk_servicediscovery::types::ServiceFilter::builder()
         .name(aws_sdk_servicediscovery::types::ServiceFilterName::NamespaceId)
         .values(&namespace_id)
         .build()?;
     let mut pages = sd.list_services().filters(filter).into_paginator().send();
     while let Some(page) = pages.next().await {
-        for s in page.map_err(|e| api_error(format!("list the services of {namespace_id}"), e))?.services() {
+        let page = match page.map_err(|e| api_error(format!("list the services of {namespace_id}"), e)) {
+            Ok(page) => page,
+            Err(e) if super::error_code(&e) == Some("NamespaceNotFound") => return Ok(live),
+            Err(e) => return Err(e),
+        };
+        for s in page.services() {
             let Some(id) = s.id() else { continue };
             // Only recorded services are read here (moto ignores the namespace filter, so others may be anyone's).
             if let Some(node) = recorded_sd.get(id) {
@@ -396,6 +397,23 @@ async fn read_cloud_map(
                 live.nodes.insert(node.clone(), LiveNode { id: id.to_string(), tagged: true, facts });
             }
         }
+    }
+    // Cloud Map refuses to delete a namespace that still has services: one of ours alive proves the namespace is,
+    // and saves a call per status. Otherwise ask.
+    let exists = !live.nodes.is_empty()
+        || match sd.get_namespace().id(&namespace_id).send().await {
+            Ok(_) => true,
+            Err(e) => {
+                let e = api_error(format!("read namespace {namespace_id}"), e);
+                if super::error_code(&e) != Some("NamespaceNotFound") {
+                    return Err(e);
+                }
+                false
+            }
+        };
+    if exists {
+        live.nodes
+            .insert("namespace".into(), LiveNode { id: namespace_id.clone(), tagged: true, facts: Facts::Exists });
     }
     Ok(live)
 }
@@ -505,19 +523,24 @@ async fn read_account(
             live.nodes.insert(node.clone(), LiveNode { id: record.id.clone(), tagged: true, facts: Facts::Exists });
         }
     }
-    if let Some(name) = role_name.filter(|_| kinds.contains("role"))
-        && let Some((_, tag)) = super::iam::read_role(clients, &name).await?
-    {
+    let group = format!("/secep/{stack}");
+    let (role, log_group) = tokio::try_join!(
+        async {
+            match role_name.filter(|_| kinds.contains("role")) {
+                Some(name) => Ok(super::iam::read_role(clients, &name).await?.map(|(_, tag)| (name, tag))),
+                None => Ok(None),
+            }
+        },
+        async { if kinds.contains("logs") { super::log_group::read(clients, &group).await } else { Ok(None) } },
+    )?;
+    if let Some((name, tag)) = role {
         let tagged = tag.as_deref() == Some(stack);
         live.nodes.insert("role/execution".into(), LiveNode { id: name, tagged, facts: Facts::Exists });
     }
-    if kinds.contains("logs") {
-        let name = format!("/secep/{stack}");
-        if let Some((_, retention_days)) = super::log_group::read(clients, &name).await? {
-            // Tags are read only when it is deleted (one more call per status otherwise); the name is the stack's.
-            live.nodes
-                .insert("logs".into(), LiveNode { id: name, tagged: true, facts: Facts::LogGroup { retention_days } });
-        }
+    if let Some((_, retention_days)) = log_group {
+        // Tags are read only when it is deleted (one more call per status otherwise); the name is the stack's.
+        live.nodes
+            .insert("logs".into(), LiveNode { id: group, tagged: true, facts: Facts::LogGroup { retention_days } });
     }
     Ok(live)
 }

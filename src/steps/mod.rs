@@ -346,3 +346,31 @@ pub async fn blocking_enis(ctx: &Ctx, filter: &str, id: &str) -> String {
         }
     }
 }
+
+/// Runs `read` on every item concurrently (at most [`READ_FAN_OUT`] at once) and returns the results in input
+/// order; the first error wins. For independent reads whose count grows with the stack.
+pub async fn all<T, R, F, Fut>(items: Vec<T>, read: F) -> Result<Vec<R>>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+    R: Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(READ_FAN_OUT));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (fut, permits) = (read(item), permits.clone());
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (i, fut.await)
+        });
+    }
+    let mut results: Vec<Option<R>> = (0..set.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let (i, result) = joined.map_err(|e| anyhow::anyhow!("internal error: a read panicked: {e}"))?;
+        results[i] = Some(result?);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Concurrent reads of one fan-out: enough to hide latency, few enough not to trip a describe rate limit.
+pub const READ_FAN_OUT: usize = 16;

@@ -42,16 +42,9 @@ pub async fn create(ctx: &Ctx, node: &str, name: &str, digest: &str) -> Result<C
     };
     let operation_id = out.operation_id().unwrap_or_default().to_string();
     let namespace_id = wait_for_operation(ctx, &operation_id, &format!("namespace {name}")).await?;
-    let ns = ctx
-        .clients
-        .sd
-        .get_namespace()
-        .id(&namespace_id)
-        .send()
-        .await
-        .map_err(|e| api_error(format!("read namespace {namespace_id}"), e))?;
-    let arn = ns.namespace().and_then(|n| n.arn()).map(str::to_string);
-    Ok(Created { id: namespace_id, arn })
+    // No read-back for the ARN: nothing uses it (ownership reads the namespace afresh), and the Cloud Map services
+    // wait on this step.
+    Ok(Created { id: namespace_id, arn: None })
 }
 
 /// The stack's namespace of this name, if one exists (tagged for this stack).

@@ -131,7 +131,7 @@ fn kill_then_resume(p: &Project, k: usize) -> String {
     resumed.stderr
 }
 
-fn mesh(services: usize) -> (String, usize) {
+pub(crate) fn mesh(services: usize) -> (String, usize) {
     let mut text = String::from(
         "[stack]\nname = \"{stack}\"\n\n[network]\ncidr = \"10.9.0.0/16\"\nmax_azs = 2\n\n[namespace]\nname = \"{namespace}\"\n",
     );

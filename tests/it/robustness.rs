@@ -165,8 +165,20 @@ fn secret_environment_values_never_appear_in_output_logs_or_state() {
 #[tokio::test]
 async fn up_and_down_converge_through_random_faults_and_throttling() {
     // 10% of calls fail with 500/503 (seeded) and EC2 mutating calls are throttled: the retries absorb both.
-    let proxy =
-        Proxy::start(&["--fault-rate", "0.1", "--fault-seed", "7", "--throttle", "ec2-mutating=5:10", "--strict"]);
+    // Without the lingering-ENI rule: its check lists every cluster's services in the shared emulator on each
+    // DeleteSecurityGroup/DeleteSubnet attempt, which under the full suite took over 30 s per attempt (tests/it/down.rs
+    // covers the rule itself).
+    let proxy = Proxy::start(&[
+        "--fault-rate",
+        "0.1",
+        "--fault-seed",
+        "7",
+        "--throttle",
+        "ec2-mutating=5:10",
+        "--strict",
+        "--no-rule",
+        "eni-in-use",
+    ]);
     let p = Project::from_shipped("shop.toml", "faults");
     let up = p.secep_at(&proxy.url, &["up", "--json"]).success();
     let retries = up.json()["api_calls"]["retries"].as_u64().unwrap();
@@ -182,4 +194,29 @@ async fn up_and_down_converge_through_random_faults_and_throttling() {
         "faults: {injected} injected, up retried {retries} times, down retried {}",
         down.json()["api_calls"]["retries"]
     );
+}
+
+/// Regression: at N = 50 behind an EC2-style token bucket (5/s), retries with exponential backoff ran calls out of
+/// attempts ("Request limit exceeded") and the SDK's retry quota (100 throttled retries) failed the rest. Now each
+/// service's calls go through an AIMD concurrency window, the SDK paces attempts once throttled, and throttled
+/// retries cost no quota: a deploy against a tighter bucket than EC2's still finishes.
+#[tokio::test]
+async fn a_throttled_account_slows_the_deploy_down_instead_of_failing_it() {
+    let proxy = Proxy::start(&["--throttle", "ec2-mutating=4:4"]);
+    let (text, _) = crate::kill::mesh(10);
+    let p = Project::with_config("throttled", &text);
+    let up = p.secep_at(&proxy.url, &["up", "--json"]);
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    let throttled = up.json()["api_calls"]["throttled"].as_u64().unwrap();
+    let answered = proxy.calls().iter().filter(|c| c["injected"] == "throttle").count() as u64;
+    assert!(
+        throttled > 0 && throttled == answered,
+        "secep saw {throttled} throttling answers, the proxy sent {answered}"
+    );
+    // Every service exists, checked independently of secep.
+    let aws = aws().await;
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let services = aws.ecs.describe_services().cluster(&p.stack).set_services(Some(names)).send().await.unwrap();
+    assert_eq!(services.services().iter().filter(|s| s.status() == Some("ACTIVE")).count(), 10);
+    p.secep(&["down", "--yes"]).success();
 }
