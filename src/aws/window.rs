@@ -58,7 +58,8 @@ impl Window {
         Window::with(ceiling, INITIAL.min(ceiling), ceiling)
     }
 
-    /// A window that stays at `n` unless throttled (tests, and walks that make no calls).
+    /// A window that stays at `n` unless throttled.
+    #[cfg(test)]
     pub fn fixed(n: usize) -> Window {
         let n = n.max(1);
         Window::with(n, n, n)
@@ -91,7 +92,8 @@ impl Window {
         (s.limit as usize).clamp(1, ceiling)
     }
 
-    /// Waits until one more call fits in the window.
+    /// Waits until one more call fits in the window, however long it takes.
+    #[cfg(test)]
     pub async fn acquire(self: &Arc<Self>) -> Permit {
         self.acquire_within(Duration::MAX).await
     }
@@ -145,6 +147,7 @@ impl Window {
         s.cuts += 1;
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
