@@ -62,7 +62,8 @@ pub fn change_action(spec: &Spec) -> Action {
         | Spec::RouteTable { .. }
         | Spec::LogGroup { .. }
         | Spec::LinkedRole { .. }
-        | Spec::PrefixList { .. } => Action::Update,
+        | Spec::PrefixList { .. }
+        | Spec::VpcDns => Action::Update,
         Spec::Vpc { .. }
         | Spec::Subnet { .. }
         | Spec::Namespace { .. }
@@ -72,7 +73,8 @@ pub fn change_action(spec: &Spec) -> Action {
         | Spec::Endpoint { .. }
         | Spec::InternetGateway { .. }
         | Spec::ElasticIp { .. }
-        | Spec::NatGateway { .. } => Action::Replace,
+        | Spec::NatGateway { .. }
+        | Spec::RouteTableAssociation { .. } => Action::Replace,
     }
 }
 
@@ -257,11 +259,7 @@ fn drift(node: &Node, facts: &Facts, state: &StateFile) -> Vec<String> {
                 }
             }
         }
-        (Spec::RouteTable { subnets, default_route, .. }, Facts::RouteTable { subnets: ls, default_target }) => {
-            let want: BTreeSet<String> = subnets.iter().filter_map(|s| recorded_id(s)).collect();
-            if !want.is_subset(ls) {
-                d.push("not associated with all its subnets".into());
-            }
+        (Spec::RouteTable { default_route, .. }, Facts::RouteTable { default_target, .. }) => {
             let target = default_route.as_deref().and_then(recorded_id);
             if default_route.is_some() && target.as_ref() != default_target.as_ref() {
                 d.push(format!(

@@ -82,6 +82,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         created: Default::default(),
         dependency_timeout: args.dependency_timeout,
         delete_logs: args.delete_logs,
+        task_families: None,
     };
     console.start_progress(ids.len());
     let ids = Arc::new(ids);

@@ -80,6 +80,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         created: Default::default(),
         dependency_timeout: args.operation_timeout,
         delete_logs: false,
+        task_families: live.task_families.clone().map(Arc::new),
     };
     console.start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;
@@ -195,8 +196,8 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
         Spec::GroupRules { group, ingress, egress } => {
             steps::group_rules::apply(ctx, &node.id, group, ingress.as_deref(), egress.as_deref()).await?;
         }
-        Spec::RouteTable { subnets, default_route, .. } => {
-            steps::egress::converge_route_table(ctx, &record.id, None, subnets, default_route.as_deref()).await?;
+        Spec::RouteTable { default_route, .. } => {
+            steps::egress::converge_route_table(ctx, &record.id, None, default_route.as_deref()).await?;
         }
         Spec::LogGroup { name, retention_days } => {
             steps::log_group::set_retention(ctx, name, *retention_days).await?;
@@ -204,8 +205,8 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
         Spec::Endpoint { gateway, .. } => {
             steps::egress::converge_endpoint(ctx, &record.id, *gateway, &node.deps).await?;
         }
-        // Lookups: looked up again.
-        Spec::LinkedRole { .. } | Spec::PrefixList { .. } => {
+        // Lookups: looked up again; attributes: set again.
+        Spec::LinkedRole { .. } | Spec::PrefixList { .. } | Spec::VpcDns => {
             new_record = steps::create(ctx, node, None).await?;
         }
         _ => anyhow::bail!("internal error: {} cannot be updated in place", node.id),

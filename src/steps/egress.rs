@@ -28,12 +28,12 @@ pub async fn find_prefix_list(ctx: &Ctx, service: &str) -> Result<Created> {
     }
 }
 
-/// A route table for `subnets`, with a default route to an internet gateway (`igw`) or NAT gateway (`nat/...`).
+/// A route table with a default route to an internet gateway (`igw`) or NAT gateway (`nat/...`), if any. Its
+/// subnets are associated by nodes of their own (`rtb-assoc/...`).
 pub async fn create_route_table(
     ctx: &Ctx,
     node: &str,
     name: &str,
-    subnets: &[String],
     default_route: Option<&str>,
     token: &str,
 ) -> Result<Created> {
@@ -49,19 +49,17 @@ pub async fn create_route_table(
         .await
         .map_err(|e| api_error(format!("create route table {name} in {vpc_id}"), e))?;
     let id = out.route_table().and_then(|r| r.route_table_id()).unwrap_or_default().to_string();
-    // The answer describes the new table: no read-back before associating (one round trip off the deploy's chain).
-    converge_route_table(ctx, &id, out.route_table().cloned(), subnets, default_route).await?;
+    // The answer describes the new table: no read-back before routing (one round trip off the deploy's chain).
+    converge_route_table(ctx, &id, out.route_table().cloned(), default_route).await?;
     Ok(Created { id, arn: None })
 }
 
-/// Associates the table with exactly `subnets` (adding what is missing) and points its default route where the spec
-/// says: used at creation and to repair drift.
+/// Points the table's default route where the spec says: used at creation and to repair drift.
 /// `known`: the table as just described (by its create call), else it is read first.
 pub async fn converge_route_table(
     ctx: &Ctx,
     id: &str,
     known: Option<aws_sdk_ec2::types::RouteTable>,
-    subnets: &[String],
     default_route: Option<&str>,
 ) -> Result<()> {
     let ec2 = &ctx.clients.ec2;
@@ -77,25 +75,6 @@ pub async fn converge_route_table(
             out.route_tables().first().cloned().unwrap_or_else(|| aws_sdk_ec2::types::RouteTable::builder().build())
         }
     };
-    let mut missing = Vec::new();
-    for subnet in subnets {
-        let subnet_id = ctx.id_of(subnet)?;
-        if !table.associations().iter().any(|a| a.subnet_id() == Some(subnet_id.as_str())) {
-            missing.push(subnet_id);
-        }
-    }
-    super::all(missing, |subnet_id| {
-        let (ec2, id) = (ec2.clone(), id.to_string());
-        async move {
-            let out = ec2.associate_route_table().route_table_id(&id).subnet_id(&subnet_id).send().await;
-            match out.map_err(|e| api_error(format!("associate route table {id} with {subnet_id}"), e)) {
-                // A create replayed by its client token answers with the table as first created: already done.
-                Err(e) if super::error_code(&e) == Some("Resource.AlreadyAssociated") => Ok(()),
-                other => other.map(|_| ()),
-            }
-        }
-    })
-    .await?;
     if let Some(target) = default_route {
         let target_id = ctx.id_of(target)?;
         let current = table.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
@@ -124,7 +103,78 @@ pub async fn converge_route_table(
     Ok(())
 }
 
-/// Disassociates the table from its subnets, then deletes it.
+/// Associates a subnet with a route table (both node ids). A subnet already associated with that table (a crash
+/// came before the state write) is adopted; one associated with another table is an error that names it.
+pub async fn associate(ctx: &Ctx, table: &str, subnet: &str) -> Result<Created> {
+    let ec2 = &ctx.clients.ec2;
+    let (table_id, subnet_id) = (ctx.id_of(table)?, ctx.id_of(subnet)?);
+    let out = ec2.associate_route_table().route_table_id(&table_id).subnet_id(&subnet_id).send().await;
+    match out.map_err(|e| api_error(format!("associate route table {table_id} with {subnet_id}"), e)) {
+        Ok(out) => Ok(Created { id: out.association_id().unwrap_or_default().to_string(), arn: None }),
+        Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => {
+            match association_of(ctx, &subnet_id).await? {
+                Some((id, of)) if of == table_id => Ok(Created { id, arn: None }),
+                other => Err(e.context(format!(
+                    "{subnet_id} is associated with {}, not {table_id}\n  hint: disassociate it (aws ec2 disassociate-route-table) and re-run",
+                    other.map_or("another route table".to_string(), |(_, t)| t)
+                ))),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A subnet's explicit association: (association id, route table id).
+async fn association_of(ctx: &Ctx, subnet_id: &str) -> Result<Option<(String, String)>> {
+    let filter = aws_sdk_ec2::types::Filter::builder().name("association.subnet-id").values(subnet_id).build();
+    let out = ctx
+        .clients
+        .ec2
+        .describe_route_tables()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read the route table of {subnet_id}"), e))?;
+    Ok(out.route_tables().iter().find_map(|t| {
+        let a = t.associations().iter().find(|a| a.subnet_id() == Some(subnet_id))?;
+        Some((a.route_table_association_id()?.to_string(), t.route_table_id()?.to_string()))
+    }))
+}
+
+/// The owner of an association is the owner of its route table.
+pub async fn association_owner(ctx: &Ctx, association_id: &str) -> Result<super::Owner> {
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("association.route-table-association-id")
+        .values(association_id)
+        .build();
+    let out = ctx
+        .clients
+        .ec2
+        .describe_route_tables()
+        .filters(filter)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read the route table of association {association_id}"), e))?;
+    let table = out
+        .route_tables()
+        .iter()
+        .find(|t| t.associations().iter().any(|a| a.route_table_association_id() == Some(association_id)));
+    Ok(match table {
+        Some(t) => super::owner_from_tag(ctx, super::vpc::stack_tag(t.tags())),
+        None => super::Owner::Gone,
+    })
+}
+
+pub async fn disassociate(ctx: &Ctx, association_id: &str) -> Result<Deleted> {
+    let out = ctx.clients.ec2.disassociate_route_table().association_id(association_id).send().await;
+    match out.map_err(|e| api_error(format!("disassociate route table ({association_id})"), e)) {
+        Ok(_) => Ok(Deleted::Now),
+        Err(e) if error_code(&e) == Some("InvalidAssociationID.NotFound") => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Disassociates the table from its subnets (any left by a crash or found by tag), then deletes it.
 pub async fn delete_route_table(ctx: &Ctx, id: &str) -> Result<Deleted> {
     let ec2 = &ctx.clients.ec2;
     let table = match ec2.describe_route_tables().route_table_ids(id).send().await {

@@ -58,8 +58,29 @@ pub async fn apply(
     let fresh = ctx.created.lock().expect("created lock").contains(group);
     let live = if fresh { Vec::new() } else { read(ctx, &group_id).await? };
     let id_of = |n: &str| ctx.id_of(n).ok();
-    for (is_egress, wanted) in [(false, ingress), (true, egress)] {
-        let Some(wanted) = wanted else { continue };
+    // Both directions, and in each the grants and the revocations, are independent: all at once.
+    tokio::try_join!(
+        converge_direction(ctx, node, &group_id, fresh, &live, false, ingress, id_of),
+        converge_direction(ctx, node, &group_id, fresh, &live, true, egress, id_of),
+    )?;
+    Ok(Created { id: group_id, arn: None })
+}
+
+/// Grants the missing permissions of one direction and revokes its extra rules (and, on a fresh group, AWS's
+/// default allow-all egress) concurrently.
+#[allow(clippy::too_many_arguments)]
+async fn converge_direction(
+    ctx: &Ctx,
+    node: &str,
+    group_id: &str,
+    fresh: bool,
+    live: &[SecurityGroupRule],
+    is_egress: bool,
+    wanted: Option<&[Permission]>,
+    id_of: impl Fn(&str) -> Option<String> + Copy,
+) -> Result<()> {
+    {
+        let Some(wanted) = wanted else { return Ok(()) };
         let desired = desired_keys(wanted, id_of)
             .ok_or_else(|| anyhow::anyhow!("internal error: a peer of {node} is not recorded"))?;
         let current: Vec<&SecurityGroupRule> =
@@ -72,20 +93,24 @@ pub async fn apply(
                 desired_keys(std::slice::from_ref(*p), id_of).is_none_or(|k| !k.iter().all(|k| have.contains(k)))
             })
             .collect();
-        if !missing.is_empty() {
-            authorize(ctx, node, &group_id, is_egress, &missing).await?;
-        }
         let extra: Vec<String> = current
             .iter()
             .filter(|r| !desired.contains(&rule_key(r)))
             .filter_map(|r| r.security_group_rule_id().map(str::to_string))
             .collect();
-        revoke(ctx, &group_id, is_egress, extra).await?;
-        if fresh && is_egress {
-            revoke_default_egress(ctx, &group_id).await?;
-        }
+        let grant = async {
+            if missing.is_empty() { Ok(()) } else { authorize(ctx, node, group_id, is_egress, &missing).await }
+        };
+        let take_back = async {
+            revoke(ctx, group_id, is_egress, extra).await?;
+            if fresh && is_egress {
+                revoke_default_egress(ctx, group_id).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::try_join!(grant, take_back)?;
+        Ok(())
     }
-    Ok(Created { id: group_id, arn: None })
 }
 
 /// Revokes every rule in the directions the node manages (before its groups are deleted: a rule naming another

@@ -42,7 +42,8 @@ pub enum Facts {
         egress: BTreeSet<RuleKey>,
     },
     RouteTable {
-        subnets: BTreeSet<String>,
+        /// Association id → subnet id.
+        associations: BTreeMap<String, String>,
         default_target: Option<String>,
     },
     LogGroup {
@@ -97,6 +98,9 @@ pub struct LiveRule {
 pub struct Live {
     pub nodes: BTreeMap<String, LiveNode>,
     pub rules: Vec<LiveRule>,
+    /// When a desired task definition is unrecorded: the stack's families that have a revision (a superset on
+    /// emulators that ignore the status filter). A family not in it has nothing an interrupted run could have left.
+    pub task_families: Option<BTreeSet<String>>,
 }
 
 /// Who is who: recorded ids keep their node, so a twin carrying the same `secep:node` tag never hides them.
@@ -155,20 +159,88 @@ pub async fn read(clients: &Clients, stack: &str, state: &StateFile, desired: &[
             _ => None,
         })
     });
-    let (ec2, ecs, sd, network, account) = tokio::join!(
+    let unrecorded_families: Vec<String> = desired
+        .iter()
+        .filter(|n| state.get(&n.id).is_none())
+        .filter_map(|n| match &n.spec {
+            Spec::TaskDefinition(td) => Some(td.family.clone()),
+            _ => None,
+        })
+        .collect();
+    let (ec2, ecs, sd, network, account, families) = tokio::join!(
         read_ec2(clients, stack, recorded("sg-rule"), &who, state),
         read_ecs(clients, stack, recorded("svc"), recorded("td"), unrecorded_services(desired, state)),
         read_cloud_map(clients, state.get("namespace").map(|r| r.id.clone()), recorded("sd")),
         read_egress(clients, stack, &kinds, &who),
         read_account(clients, stack, &kinds, role_name, state),
+        read_task_families(clients, stack, !unrecorded_families.is_empty()),
     );
-    let mut live = Live::default();
+    let mut live = Live { task_families: families?, ..Live::default() };
     for part in [ec2?, ecs?, sd?, network?, account?] {
         live.nodes.extend(part.nodes);
         live.rules.extend(part.rules);
     }
     live.rules.sort();
+    add_attributes_and_associations(&mut live, state, desired);
     Ok(live)
+}
+
+/// The nodes that are facts about other resources, read with them: the VPC's DNS attributes (recorded, on the live
+/// VPC) and route table associations (recorded, or desired and found on the live table and subnet).
+fn add_attributes_and_associations(live: &mut Live, state: &StateFile, desired: &[Node]) {
+    if let (Some(dns), Some(vpc)) = (state.get("vpc-dns"), live.nodes.get("vpc"))
+        && dns.id == super::vpc::dns_id(&vpc.id)
+    {
+        live.nodes.insert("vpc-dns".into(), LiveNode { id: dns.id.clone(), tagged: true, facts: Facts::Exists });
+    }
+    // Association id → (table id, subnet id), over the stack's live tables.
+    let associations: BTreeMap<String, (String, String)> = live
+        .nodes
+        .values()
+        .flat_map(|l| match &l.facts {
+            Facts::RouteTable { associations, .. } => {
+                associations.iter().map(|(a, subnet)| (a.clone(), (l.id.clone(), subnet.clone()))).collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let exists = |id: &str| LiveNode { id: id.to_string(), tagged: true, facts: Facts::Exists };
+    for (node, record) in state.nodes() {
+        if super::kind_of(node) == "rtb-assoc" && associations.contains_key(&record.id) {
+            live.nodes.insert(node.clone(), exists(&record.id));
+        }
+    }
+    for node in desired {
+        let Spec::RouteTableAssociation { table, subnet } = &node.spec else { continue };
+        if state.get(&node.id).is_some() {
+            continue;
+        }
+        let (Some(table), Some(subnet)) = (live.nodes.get(table), live.nodes.get(subnet)) else { continue };
+        let found = associations.iter().find(|(_, (t, s))| *t == table.id && *s == subnet.id);
+        if let Some((association, _)) = found {
+            live.nodes.insert(node.id.clone(), exists(association));
+        }
+    }
+}
+
+/// The families named `<stack>-...` with an ACTIVE revision (one call, paginated), if `wanted`.
+async fn read_task_families(clients: &Clients, stack: &str, wanted: bool) -> Result<Option<BTreeSet<String>>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let mut families = BTreeSet::new();
+    let mut pages = clients
+        .ecs
+        .list_task_definition_families()
+        .family_prefix(format!("{stack}-"))
+        .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| api_error("list the stack's task definition families", e))?;
+        families.extend(page.families().iter().cloned());
+    }
+    Ok(Some(families))
 }
 
 fn ec2_tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
@@ -481,7 +553,11 @@ pub(crate) async fn read_egress(
     for t in tables.iter().flat_map(|o| o.route_tables()) {
         let default = t.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
         let facts = Facts::RouteTable {
-            subnets: t.associations().iter().filter_map(|a| a.subnet_id()).map(str::to_string).collect(),
+            associations: t
+                .associations()
+                .iter()
+                .filter_map(|a| Some((a.route_table_association_id()?.to_string(), a.subnet_id()?.to_string())))
+                .collect(),
             default_target: default.and_then(|r| r.nat_gateway_id().or(r.gateway_id())).map(str::to_string),
         };
         add(t.tags(), t.route_table_id(), facts);

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub created: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// `down --delete-logs`: the log group goes too (it is kept by default).
     pub delete_logs: bool,
+    /// The task definition families the live read found with a revision (`None`: not read, assume any may have).
+    pub task_families: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Ctx {
@@ -87,6 +89,7 @@ pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<R
     };
     let created = match &node.spec {
         Spec::Vpc { cidr, name } => vpc::create(ctx, &node.id, cidr, name).await,
+        Spec::VpcDns => vpc::enable_dns(ctx).await,
         Spec::Subnet { az, cidr, name } => subnet::create(ctx, &node.id, az, cidr, name).await,
         Spec::Cluster { name } => cluster::create(ctx, &node.id, name).await,
         Spec::Namespace { name } => namespace::create(ctx, &node.id, name, &token_seed).await,
@@ -103,10 +106,11 @@ pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<R
         Spec::ExecutionRole { name, policy_arn } => iam::create_execution_role(ctx, &node.id, name, policy_arn).await,
         Spec::LogGroup { name, retention_days } => log_group::create(ctx, &node.id, name, *retention_days).await,
         Spec::PrefixList { service } => egress::find_prefix_list(ctx, service).await,
-        Spec::RouteTable { name, subnets, default_route } => {
+        Spec::RouteTable { name, default_route } => {
             let token = crate::model::idempotency_token(&ctx.stack, &node.id, &token_seed);
-            egress::create_route_table(ctx, &node.id, name, subnets, default_route.as_deref(), &token).await
+            egress::create_route_table(ctx, &node.id, name, default_route.as_deref(), &token).await
         }
+        Spec::RouteTableAssociation { table, subnet } => egress::associate(ctx, table, subnet).await,
         Spec::Endpoint { service, gateway } => {
             let token = crate::model::idempotency_token(&ctx.stack, &node.id, &token_seed);
             egress::create_endpoint(ctx, &node.id, service, *gateway, &node.deps, &token).await
@@ -228,6 +232,8 @@ pub fn kind_of(node: &str) -> &str {
 pub async fn owner(ctx: &Ctx, node: &str, record: &Record) -> Result<Owner> {
     match kind_of(node) {
         "vpc" | "subnet" | "sg" => vpc::owner(ctx, node, &record.id).await,
+        "vpc-dns" => vpc::owner(ctx, "vpc", record.id.trim_end_matches("/dns")).await,
+        "rtb-assoc" => egress::association_owner(ctx, &record.id).await,
         "sg-rule" => ingress_rule::owner(ctx, node, &record.id).await,
         "cluster" => cluster::owner(ctx, &record.id).await,
         "namespace" => namespace::owner(ctx, record).await,
@@ -251,6 +257,9 @@ pub async fn owner(ctx: &Ctx, node: &str, record: &Record) -> Result<Owner> {
 pub async fn delete(ctx: &Ctx, node: &str, record: &Record) -> Result<Deleted> {
     match kind_of(node) {
         "vpc" => vpc::delete(ctx, &record.id).await,
+        // The attributes go with the VPC, deleted after this.
+        "vpc-dns" => Ok(Deleted::Now),
+        "rtb-assoc" => egress::disassociate(ctx, &record.id).await,
         "subnet" => subnet::delete(ctx, &record.id).await,
         "sg" => security_group::delete(ctx, &record.id).await,
         "sg-rule" => ingress_rule::delete(ctx, &record.id).await,

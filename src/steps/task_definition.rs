@@ -34,8 +34,10 @@ fn log_configuration(td: &TaskDefinitionSpec) -> LogConfiguration {
 
 pub async fn create(ctx: &Ctx, node: &str, td: &TaskDefinitionSpec) -> Result<Created> {
     let execution_role = execution_role_arn(ctx, td).await?;
-    // An interrupted run may have registered this very revision without recording it: reuse it, never a twin.
-    if let Some(arn) = find_identical(ctx, td, &execution_role).await? {
+    // An interrupted run may have registered this very revision without recording it: reuse it, never a twin. A
+    // family the live read found without revisions has none to look up (a round trip off the deploy's chain).
+    let may_exist = ctx.task_families.as_ref().is_none_or(|f| f.contains(&td.family));
+    if may_exist && let Some(arn) = find_identical(ctx, td, &execution_role).await? {
         return Ok(Created { id: arn.clone(), arn: Some(arn) });
     }
     let environment = td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();

@@ -1,4 +1,5 @@
-//! The VPC: DNS support and DNS hostnames on, so Cloud Map's private zone resolves inside it.
+//! The VPC, and its DNS attributes (a node of their own, `vpc-dns`): DNS support and DNS hostnames on, so Cloud
+//! Map's private zone and the endpoints' private DNS names resolve inside it.
 
 use anyhow::Result;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
@@ -15,6 +16,14 @@ pub async fn create(ctx: &Ctx, node: &str, cidr: &str, name: &str) -> Result<Cre
         .await
         .map_err(|e| api_error(format!("create VPC {cidr}"), e))?;
     let vpc_id = out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+    Ok(Created { id: vpc_id, arn: None })
+}
+
+/// Turns on DNS support and DNS hostnames (idempotent: a re-run after a crash sets them again). Recorded as
+/// `<vpc id>/dns` (a record id names one node); nothing to delete, the attributes go with the VPC.
+pub async fn enable_dns(ctx: &Ctx) -> Result<Created> {
+    let ec2 = &ctx.clients.ec2;
+    let vpc_id = ctx.id_of("vpc")?;
     let on = || AttributeBooleanValue::builder().value(true).build();
     // EC2 takes one attribute per call; the two are independent.
     let (support, hostnames) = tokio::join!(
@@ -23,7 +32,11 @@ pub async fn create(ctx: &Ctx, node: &str, cidr: &str, name: &str) -> Result<Cre
     );
     support.map_err(|e| api_error(format!("enable DNS support on {vpc_id}"), e))?;
     hostnames.map_err(|e| api_error(format!("enable DNS hostnames on {vpc_id}"), e))?;
-    Ok(Created { id: vpc_id, arn: None })
+    Ok(Created { id: dns_id(&vpc_id), arn: None })
+}
+
+pub fn dns_id(vpc_id: &str) -> String {
+    format!("{vpc_id}/dns")
 }
 
 /// Owner of a recorded VPC, subnet or security group (the EC2 kinds share `secep:stack` tags read by describe).

@@ -178,9 +178,9 @@ async fn run_positions(
 
 #[tokio::test]
 async fn killing_up_at_every_create_of_the_seed_config_leaves_no_duplicate() {
-    // Mutating calls of a fresh seed `up` (the account's ECS service-linked role already exists): 29 nodes, of which
-    // 2 lookups make none; the VPC's 2 DNS attributes, the role's policy, the log retention, the 2 route table
-    // associations, and the default egress revoked from each of the 3 groups make 8 more.
+    // Mutating calls of a fresh seed `up` (the account's ECS service-linked role already exists): 32 nodes, of which
+    // 2 lookups make none; the VPC's second DNS attribute, the role's policy, the log retention, and the default
+    // egress revoked from each of the 3 groups make 6 more.
     let total = 36;
     let report = run_positions(
         (1..=total).collect(),

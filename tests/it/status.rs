@@ -52,10 +52,11 @@ fn normalise(run: &Run, p: &Project) -> String {
                 if word.starts_with("sg-rule") {
                     return w.to_string();
                 }
-                for prefix in ["vpc-", "subnet-", "sgr-", "sg-", "ns-", "srv-", "rtb-", "vpce-", "pl-"] {
+                for prefix in ["vpc-", "subnet-", "sgr-", "sg-", "ns-", "srv-", "rtbassoc-", "rtb-", "vpce-", "pl-"] {
                     if let Some(rest) = word.strip_prefix(prefix) {
                         let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
-                        if end > 0 {
+                        // AWS ids, not node names such as vpc-dns or rtb-assoc/...
+                        if end >= 8 {
                             return format!("{open}{prefix}ID{}", &rest[end..]);
                         }
                     }
@@ -203,16 +204,16 @@ async fn plan_lists_every_node_as_create_then_nothing_and_never_mutates() {
     assert_eq!(fresh.code, 2, "pending changes exit 2: {}", fresh.stderr);
     let json = fresh.json();
     let nodes = json["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 34);
+    assert_eq!(nodes.len(), 37);
     assert!(nodes.iter().all(|n| n["action"] == "create"), "{nodes:?}");
-    assert_eq!(json["summary"]["create"], 34);
+    assert_eq!(json["summary"]["create"], 37);
     assert!(mutating_calls(&proxy).is_empty(), "plan must not change anything");
 
     p.secep(&["up"]).success();
     let after = p.secep_at(&proxy.url, &["plan"]);
     assert_eq!(after.code, 0, "{}", after.stdout);
     assert!(
-        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 34 unchanged"),
+        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 37 unchanged"),
         "{}",
         after.stdout
     );

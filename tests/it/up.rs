@@ -206,7 +206,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let p = Project::from_shipped("secure-endpoints.toml", "seed");
     let wire = Proxy::start(&[]);
     let first = p.secep_at(&wire.url, &["up"]).success();
-    assert!(first.stderr.contains("Deployed 29 created"), "{}", first.stderr);
+    assert!(first.stderr.contains("Deployed 32 created"), "{}", first.stderr);
     let ns = &p.namespace;
     assert!(first.stdout.contains(&format!("service1.{ns}:8080")), "endpoints are printed: {}", first.stdout);
 
@@ -243,7 +243,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let second = p.secep_at(&proxy.url, &["up", "--json"]).success();
     let summary = second.json();
     assert_eq!(summary["summary"]["created"], 0);
-    assert_eq!(summary["summary"]["unchanged"], 29);
+    assert_eq!(summary["summary"]["unchanged"], 32);
     let mutating: Vec<_> = proxy.calls().into_iter().filter(|c| c["mutating"] == true).collect();
     assert!(mutating.is_empty(), "a no-op up made mutating calls: {mutating:?}");
     assert!(second.stderr.contains("Up to date"), "{}", second.stderr);
@@ -290,4 +290,64 @@ async fn larger_mesh_gets_exactly_the_declared_one_way_edges() {
     assert_eq!(sd.service().unwrap().dns_config().unwrap().dns_records()[0].ttl(), 60, "per-service TTL");
     let sd = aws.sd.get_service().id(&live.sd_services["web"].0).send().await.unwrap();
     assert_eq!(sd.service().unwrap().dns_config().unwrap().dns_records()[0].ttl(), 15, "namespace TTL");
+}
+
+async fn dns_attributes(aws: &Aws, vpc_id: &str) -> (Option<bool>, Option<bool>) {
+    use aws_sdk_ec2::types::VpcAttributeName::{EnableDnsHostnames, EnableDnsSupport};
+    let read = |attr| aws.ec2.describe_vpc_attribute().vpc_id(vpc_id).attribute(attr).send();
+    let (support, hostnames) = (read(EnableDnsSupport).await.unwrap(), read(EnableDnsHostnames).await.unwrap());
+    (support.enable_dns_support().and_then(|a| a.value()), hostnames.enable_dns_hostnames().and_then(|a| a.value()))
+}
+
+#[tokio::test]
+async fn dns_attributes_a_failed_up_left_off_are_set_by_the_next_up() {
+    // Regression: the attributes were set inside the VPC's own step, so a VPC whose attribute call failed (or whose
+    // run was killed in between) was found by its tag and adopted by the next run without them. Cloud Map names
+    // and the endpoints' private DNS then never resolved. They are a node of their own now (`vpc-dns`).
+    let p = Project::from_shipped("secure-endpoints.toml", "vpcdns");
+    let failing = Proxy::start(&["--fail-nth", "ModifyVpcAttribute:1:UnauthorizedOperation:403"]);
+    let first = p.secep_at(&failing.url, &["up"]);
+    assert_eq!(first.code, 1, "the attribute call fails: {}", first.stderr);
+    assert!(first.stderr.contains("UnauthorizedOperation"), "{}", first.stderr);
+    let aws = aws().await;
+    let vpcs = aws.ec2.describe_vpcs().filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
+    let vpc_id = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+    assert_ne!(dns_attributes(&aws, &vpc_id).await, (Some(true), Some(true)), "the failure left one attribute off");
+
+    p.secep(&["up"]).success();
+    assert_eq!(dns_attributes(&aws, &vpc_id).await, (Some(true), Some(true)));
+    check_network(&aws, &p, "10.0.0.0/16", 2).await;
+    p.secep(&["down", "--yes"]).success();
+}
+
+#[tokio::test]
+async fn a_subnet_disassociated_behind_seceps_back_is_associated_again() {
+    let p = Project::from_shipped("secure-endpoints.toml", "reassoc");
+    p.secep(&["up"]).success();
+    let aws = aws().await;
+    let tables = aws.ec2.describe_route_tables().filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
+    let private: Vec<_> = tables.route_tables().iter().filter(|t| !t.associations().is_empty()).collect();
+    assert_eq!(private.len(), 2, "one private table per AZ, each associated");
+    let association = &private[0].associations()[0];
+    let (subnet, table) = (association.subnet_id().unwrap(), private[0].route_table_id().unwrap());
+    aws.ec2
+        .disassociate_route_table()
+        .association_id(association.route_table_association_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let status = p.secep(&["status"]);
+    assert_eq!(status.code, 2, "a missing association is a difference: {}", status.stdout);
+    assert!(
+        status.stdout.lines().any(|l| l.starts_with("rtb-assoc/") && l.contains("MISSING LIVE")),
+        "{}",
+        status.stdout
+    );
+    p.secep(&["up"]).success();
+    let now =
+        aws.ec2.describe_route_tables().filters(ec2_filter("association.subnet-id", subnet)).send().await.unwrap();
+    assert_eq!(now.route_tables().iter().filter_map(|t| t.route_table_id()).collect::<Vec<_>>(), [table]);
+    p.secep(&["status"]).success();
+    p.secep(&["down", "--yes"]).success();
 }
