@@ -90,15 +90,16 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
     );
     let id = |v: &Option<String>| v.as_deref().map_or("-".to_string(), short_id);
     let node_w = i.statuses.iter().map(|s| s.node.len()).max().unwrap_or(4).max(4);
+    let kind_w = i.statuses.iter().map(|s| s.kind.len()).max().unwrap_or(4).max(4);
     let id_w = i.statuses.iter().flat_map(|s| [id(&s.recorded).len(), id(&s.live).len()]).max().unwrap_or(8).max(8);
     let header = ["NODE", "KIND", "DESIRED", "RECORDED", "LIVE", "VERDICT"];
     text.push_str(&format!(
-        "{:<node_w$}  {:<19} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
+        "{:<node_w$}  {:<kind_w$}  {:<8} {:<id_w$}  {:<id_w$}  {}\n",
         header[0], header[1], header[2], header[3], header[4], header[5]
     ));
     for s in &i.statuses {
         text.push_str(&format!(
-            "{:<node_w$}  {:<19} {:<8} {:<id_w$}  {:<id_w$}  {}\n",
+            "{:<node_w$}  {:<kind_w$}  {:<8} {:<id_w$}  {:<id_w$}  {}\n",
             s.node,
             s.kind,
             if s.desired { "yes" } else { "no" },

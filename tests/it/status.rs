@@ -77,6 +77,7 @@ async fn status_after_up_is_in_sync_and_the_matrix_equals_the_declared_graph() {
     let human = p.secep_at(&proxy.url, &["status"]);
     assert_eq!(human.code, 0, "{}\n{}", human.stdout, human.stderr);
     insta::assert_snapshot!(normalise(&human, &p));
+    assert_columns_line_up(&human.stdout);
     let json = p.secep_at(&proxy.url, &["status", "--json"]).success().json();
     assert_eq!(json["in_sync"], true);
     let allowed: Vec<String> = json["reachability"]["allowed"]
@@ -218,4 +219,20 @@ async fn plan_lists_every_node_as_create_then_nothing_and_never_mutates() {
         after.stdout
     );
     assert!(mutating_calls(&proxy).is_empty());
+}
+
+/// The node table's columns line up: every row's DESIRED, RECORDED, LIVE and VERDICT cells start under their
+/// headers (the snapshot collapses whitespace, so it cannot see this). Regression: the 23-character kind
+/// `route table association` overflowed a fixed 19-wide KIND column and pushed its rows out of line.
+fn assert_columns_line_up(table: &str) {
+    let mut lines = table.lines().skip_while(|l| !l.starts_with("NODE "));
+    let header = lines.next().expect("a NODE header");
+    let starts: Vec<usize> =
+        ["DESIRED", "RECORDED", "LIVE", "VERDICT"].iter().map(|h| header.find(h).unwrap()).collect();
+    for row in lines.take_while(|l| !l.trim().is_empty()) {
+        for &at in &starts {
+            let starts_here = row[..at].ends_with(' ') && !row[at..].starts_with(' ');
+            assert!(starts_here, "the cell at column {at} is out of line:\n{header}\n{row}");
+        }
+    }
 }
