@@ -97,4 +97,17 @@ impl Dag {
     pub fn dependants(&self, i: usize) -> &[usize] {
         &self.dependants[i]
     }
+
+    /// For each node, the number of nodes on the longest path from it to the end of the graph (itself included):
+    /// how much dependent work still waits behind it.
+    pub fn heights(&self) -> Vec<usize> {
+        fn height(dag: &Dag, i: usize, memo: &mut [usize]) -> usize {
+            if memo[i] == 0 {
+                memo[i] = 1 + dag.dependants[i].iter().map(|&d| height(dag, d, memo)).max().unwrap_or(0);
+            }
+            memo[i]
+        }
+        let mut memo = vec![0; self.len()];
+        (0..self.len()).map(|i| height(self, i, &mut memo)).collect()
+    }
 }

@@ -1,8 +1,12 @@
-//! Runs every node whose dependencies are done, at most `parallelism` at a time.
+//! Runs every node whose dependencies are done, at most `parallelism` at a time, those with the longest chain of
+//! dependants behind them first: on AWS each step is a round trip, so the longest chain sets the wall time, and its
+//! calls should not queue behind work that nothing waits for.
 //!
 //! A failed node stops its dependants (transitively) but never the rest: independent work already in flight
 //! finishes and is reported, so its result can be recorded. A raised [`StopFlag`] (Ctrl-C) stops new starts only.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,14 +59,16 @@ where
     let parallelism = parallelism.max(1);
     let mut outcomes: Vec<Option<Outcome<T>>> = (0..dag.len()).map(|_| None).collect();
     let mut waiting_on: Vec<usize> = (0..dag.len()).map(|i| dag.deps(i).len()).collect();
-    // Ready nodes run in insertion order, so a walk with parallelism 1 is deterministic.
-    let mut ready: std::collections::VecDeque<usize> = (0..dag.len()).filter(|&i| waiting_on[i] == 0).collect();
+    // Ready nodes run highest first, ties in insertion order, so a walk with parallelism 1 is deterministic.
+    let heights = dag.heights();
+    let priority = |i: usize| (heights[i], Reverse(i));
+    let mut ready: BinaryHeap<_> = (0..dag.len()).filter(|&i| waiting_on[i] == 0).map(priority).collect();
     let mut in_flight: JoinSet<(usize, anyhow::Result<T>)> = JoinSet::new();
     let mut task_node = std::collections::HashMap::new();
 
     loop {
         while in_flight.len() < parallelism && !stop.is_stopped() {
-            let Some(i) = ready.pop_front() else { break };
+            let Some((_, Reverse(i))) = ready.pop() else { break };
             let fut = run(i);
             let handle = in_flight.spawn(async move { (i, fut.await) });
             task_node.insert(handle.id(), i);
@@ -81,7 +87,7 @@ where
                 for &d in dag.dependants(i) {
                     waiting_on[d] -= 1;
                     if waiting_on[d] == 0 && outcomes[d].is_none() {
-                        ready.push_back(d);
+                        ready.push(priority(d));
                     }
                 }
             }
@@ -218,6 +224,32 @@ mod tests {
         })
         .await;
         assert_eq!(*order.lock().unwrap(), ["svc", "subnet", "vpc"]);
+    }
+
+    #[tokio::test]
+    async fn starts_the_node_with_the_longest_chain_behind_it_first() {
+        // After `vpc`, `namespace` has two steps waiting behind it (`sd`, `svc`); the groups have none. With room for
+        // one step at a time the namespace must not queue behind them, although it was declared last.
+        let g = dag(&[
+            ("vpc", &[]),
+            ("sg-a", &["vpc"]),
+            ("sg-b", &["vpc"]),
+            ("namespace", &["vpc"]),
+            ("sd", &["namespace"]),
+            ("svc", &["sd", "sg-a"]),
+        ]);
+        assert_eq!(g.heights(), [4, 2, 1, 3, 2, 1]);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        walk(&g, 1, &StopFlag::default(), |i| {
+            let order = order.clone();
+            let id = g.id(i).to_string();
+            async move {
+                order.lock().unwrap().push(id);
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(*order.lock().unwrap(), ["vpc", "namespace", "sg-a", "sd", "sg-b", "svc"]);
     }
 
     #[test]
