@@ -83,6 +83,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         dependency_timeout: args.dependency_timeout,
         delete_logs: args.delete_logs,
         task_families: None,
+        cluster_name_free: false,
     };
     console.start_progress(ids.len());
     let ids = Arc::new(ids);

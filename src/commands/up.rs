@@ -81,6 +81,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         dependency_timeout: args.operation_timeout,
         delete_logs: false,
         task_families: live.task_families.clone().map(Arc::new),
+        cluster_name_free: !live.nodes.contains_key("cluster"),
     };
     console.start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;

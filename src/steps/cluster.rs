@@ -5,8 +5,10 @@ use anyhow::Result;
 use super::{Created, Ctx, Deleted, Owner, api_error, ecs_tags, error_code, owner_from_tag, retry_while_blocked};
 
 pub async fn create(ctx: &Ctx, node: &str, name: &str) -> Result<Created> {
-    // CreateCluster on an existing name returns that cluster: make sure it is not somebody else's.
-    if let Owner::Other(tag) = owner(ctx, name).await? {
+    // CreateCluster on an existing name returns that cluster: make sure it is not somebody else's (the live read
+    // may just have found the name free).
+    let holder = if ctx.cluster_name_free { Owner::Gone } else { owner(ctx, name).await? };
+    if let Owner::Other(tag) = holder {
         let who = tag.map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
         anyhow::bail!(
             "an ECS cluster named {name} already exists and is not this stack's (it carries {who})\n  hint: the cluster is named after the stack; rename the stack in [stack] name"

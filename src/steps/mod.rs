@@ -47,6 +47,9 @@ pub struct Ctx {
     pub delete_logs: bool,
     /// The task definition families the live read found with a revision (`None`: not read, assume any may have).
     pub task_families: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// The live read found no active ECS cluster with the stack's name, so CreateCluster cannot hand back somebody
+    /// else's: the ownership read before it is not needed (it lay on the path to every ECS service).
+    pub cluster_name_free: bool,
 }
 
 impl Ctx {

@@ -351,3 +351,35 @@ async fn a_subnet_disassociated_behind_seceps_back_is_associated_again() {
     p.secep(&["status"]).success();
     p.secep(&["down", "--yes"]).success();
 }
+
+#[tokio::test]
+async fn a_cluster_of_the_stacks_name_that_is_not_the_stacks_is_never_taken_over() {
+    // CreateCluster on a taken name answers with the existing cluster, so `up` must look first. The live read now
+    // does the looking (the extra DescribeClusters lay on the path to every ECS service): it must still see this.
+    let p = Project::from_shipped("secure-endpoints.toml", "foreigncluster");
+    let aws = aws().await;
+    let theirs = aws_sdk_ecs::types::Tag::builder().key("secep:stack").value("somebody-else").build();
+    aws.ecs.create_cluster().cluster_name(&p.stack).tags(theirs).send().await.unwrap();
+
+    let run = p.secep(&["up"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("already exists and is not this stack's"), "{}", run.stderr);
+    assert!(run.stderr.contains("secep:stack=somebody-else"), "{}", run.stderr);
+    let services = aws.ecs.list_services().cluster(&p.stack).send().await.unwrap();
+    assert!(services.service_arns().is_empty(), "no service was put into somebody else's cluster");
+    let cluster = aws
+        .ecs
+        .describe_clusters()
+        .clusters(&p.stack)
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .unwrap();
+    let tags: Vec<_> = cluster.clusters()[0].tags().iter().map(|t| (t.key(), t.value())).collect();
+    assert_eq!(tags, [(Some("secep:stack"), Some("somebody-else"))], "their cluster is untouched");
+
+    p.secep(&["down", "--yes"]).success();
+    let after = aws.ecs.describe_clusters().clusters(&p.stack).send().await.unwrap();
+    assert_eq!(after.clusters()[0].status(), Some("ACTIVE"), "down leaves a cluster it does not own");
+    aws.ecs.delete_cluster().cluster(&p.stack).send().await.unwrap();
+}
