@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, SecurityGroupRule};
 
 use super::group_rules::{RuleKey, rule_key};
 use super::{TAG_NODE, TAG_STACK, api_error};
@@ -256,10 +256,15 @@ async fn read_ec2(
 ) -> Result<Live> {
     let ec2 = &clients.ec2;
     let ours = || Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
-    let (vpcs, subnets, groups) = tokio::join!(
+    // The rules of the recorded groups are read alongside the groups (one round trip, not two); only groups the
+    // state does not know (made by an interrupted run, or by hand) cost a second read.
+    let recorded_groups: BTreeSet<String> =
+        state.nodes().values().map(|r| r.id.clone()).filter(|id| id.starts_with("sg-")).collect();
+    let (vpcs, subnets, groups, recorded_group_rules) = tokio::join!(
         ec2.describe_vpcs().filters(ours()).send(),
         ec2.describe_subnets().filters(ours()).send(),
         ec2.describe_security_groups().filters(ours()).send(),
+        read_rules(clients, recorded_groups.iter().cloned().collect()),
     );
     let mut live = Live::default();
     let mut found = Vec::new();
@@ -300,16 +305,15 @@ async fn read_ec2(
     if group_ids.is_empty() {
         return Ok(live);
     }
-    let rules = ec2
-        .describe_security_group_rules()
-        .filters(Filter::builder().name("group-id").set_values(Some(group_ids.clone())).build())
-        .send()
-        .await
-        .map_err(|e| api_error("read the rules of the stack's groups", e))?;
+    let unrecorded = group_ids.iter().filter(|g| !recorded_groups.contains(*g)).cloned().collect();
+    let mut rules = recorded_group_rules?;
+    rules.extend(read_rules(clients, unrecorded).await?);
+    let mut seen = BTreeSet::new();
+    rules.retain(|r| seen.insert(r.security_group_rule_id().map(str::to_string)));
     // Every rule of each group, for the nodes that own a group's whole rule set (egress, endpoint group).
     let mut by_group: BTreeMap<String, (BTreeSet<RuleKey>, BTreeSet<RuleKey>)> =
         group_ids.iter().map(|g| (g.clone(), Default::default())).collect();
-    for r in rules.security_group_rules() {
+    for r in &rules {
         if let Some(sets) = r.group_id().and_then(|g| by_group.get_mut(g)) {
             if r.is_egress().unwrap_or(false) {
                 sets.1.insert(rule_key(r))
@@ -326,7 +330,7 @@ async fn read_ec2(
             live.nodes.insert(node.clone(), LiveNode { id: record.id.clone(), tagged: true, facts });
         }
     }
-    for r in rules.security_group_rules() {
+    for r in &rules {
         // moto ignores this filter for some fields; keep only our groups' ingress rules.
         let (Some(rule_id), Some(group_id)) = (r.security_group_rule_id(), r.group_id()) else { continue };
         if r.is_egress().unwrap_or(false) || !group_ids.iter().any(|g| g == group_id) {
@@ -361,6 +365,21 @@ async fn read_ec2(
     Ok(live)
 }
 
+/// Every rule of these groups, hand-added ones included (the reachability audit must see them).
+async fn read_rules(clients: &Clients, group_ids: Vec<String>) -> Result<Vec<SecurityGroupRule>> {
+    if group_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = clients
+        .ec2
+        .describe_security_group_rules()
+        .filters(Filter::builder().name("group-id").set_values(Some(group_ids)).build())
+        .send()
+        .await
+        .map_err(|e| api_error("read the rules of the stack's groups", e))?;
+    Ok(out.security_group_rules().to_vec())
+}
+
 fn ecs_tag<'a>(tags: &'a [aws_sdk_ecs::types::Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
@@ -374,23 +393,28 @@ async fn read_ecs(
 ) -> Result<Live> {
     let ecs = &clients.ecs;
     let mut live = Live::default();
-    let clusters = ecs
-        .describe_clusters()
-        .clusters(stack)
-        .include(aws_sdk_ecs::types::ClusterField::Tags)
-        .send()
-        .await
-        .map_err(|e| api_error("read the stack's ECS cluster", e))?;
+    // Recorded services by ARN, desired ones not recorded by name: batched describes, no listing of the cluster.
+    // With services recorded the cluster surely was, so they are read alongside it (one round trip, not two); on
+    // a fresh stack they wait for the cluster, so that a missing one costs no calls.
+    let wanted: Vec<String> = recorded_services.keys().cloned().chain(unrecorded_services).collect();
+    let services = || super::service::describe_services(clients, stack, wanted.clone());
+    let early = !recorded_services.is_empty();
+    let (clusters, early_services) = tokio::join!(
+        ecs.describe_clusters().clusters(stack).include(aws_sdk_ecs::types::ClusterField::Tags).send(),
+        async { if early { Some(services().await) } else { None } },
+    );
+    let clusters = clusters.map_err(|e| api_error("read the stack's ECS cluster", e))?;
+    // No cluster: whatever the early read said (most likely ClusterNotFoundException) does not matter.
     let Some(cluster) = clusters.clusters().iter().find(|c| c.status() == Some("ACTIVE")) else { return Ok(live) };
     let tagged = ecs_tag(cluster.tags(), TAG_STACK) == Some(stack);
     live.nodes.insert(
         "cluster".into(),
         LiveNode { id: cluster.cluster_name().unwrap_or(stack).to_string(), tagged, facts: Facts::Cluster },
     );
-
-    // Recorded services by ARN, desired ones not recorded by name: batched describes, no listing of the cluster.
-    let wanted = recorded_services.keys().cloned().chain(unrecorded_services);
-    let services = super::service::describe_services(clients, stack, wanted).await?;
+    let services = match early_services {
+        Some(read) => read?,
+        None => services().await?,
+    };
     let mut seen = BTreeSet::new();
     let services: Vec<_> = services.into_iter().filter(|s| seen.insert(s.service_arn().map(str::to_string))).collect();
     let mut task_definitions = BTreeSet::new();
