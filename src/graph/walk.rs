@@ -123,6 +123,20 @@ mod tests {
         .unwrap()
     }
 
+    /// The order a walk with room for one step at a time runs the nodes in.
+    async fn serial_order(g: &Dag) -> Vec<String> {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        walk(g, 1, &StopFlag::default(), |i| {
+            let (order, id) = (order.clone(), g.id(i).to_string());
+            async move {
+                order.lock().unwrap().push(id);
+                Ok(())
+            }
+        })
+        .await;
+        Arc::try_unwrap(order).unwrap().into_inner().unwrap()
+    }
+
     #[tokio::test]
     async fn runs_every_node_after_its_dependencies() {
         let g =
@@ -213,17 +227,7 @@ mod tests {
     #[tokio::test]
     async fn reversed_walk_tears_down_dependants_first() {
         let g = dag(&[("vpc", &[]), ("subnet", &["vpc"]), ("svc", &["subnet"])]).reversed();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        walk(&g, 1, &StopFlag::default(), |i| {
-            let order = order.clone();
-            let id = g.id(i).to_string();
-            async move {
-                order.lock().unwrap().push(id);
-                Ok(())
-            }
-        })
-        .await;
-        assert_eq!(*order.lock().unwrap(), ["svc", "subnet", "vpc"]);
+        assert_eq!(serial_order(&g).await, ["svc", "subnet", "vpc"]);
     }
 
     #[tokio::test]
@@ -239,17 +243,7 @@ mod tests {
             ("svc", &["sd", "sg-a"]),
         ]);
         assert_eq!(g.heights(), [4, 2, 1, 3, 2, 1]);
-        let order = Arc::new(Mutex::new(Vec::new()));
-        walk(&g, 1, &StopFlag::default(), |i| {
-            let order = order.clone();
-            let id = g.id(i).to_string();
-            async move {
-                order.lock().unwrap().push(id);
-                Ok(())
-            }
-        })
-        .await;
-        assert_eq!(*order.lock().unwrap(), ["vpc", "namespace", "sg-a", "sd", "sg-b", "svc"]);
+        assert_eq!(serial_order(&g).await, ["vpc", "namespace", "sg-a", "sd", "sg-b", "svc"]);
     }
 
     #[test]

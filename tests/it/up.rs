@@ -17,6 +17,19 @@ struct Live {
     sd_services: BTreeMap<String, (String, String)>,
 }
 
+/// The ECS cluster named `name`, with its tags.
+async fn live_cluster(aws: &Aws, name: &str) -> aws_sdk_ecs::types::Cluster {
+    let out = aws
+        .ecs
+        .describe_clusters()
+        .clusters(name)
+        .include(aws_sdk_ecs::types::ClusterField::Tags)
+        .send()
+        .await
+        .unwrap();
+    out.clusters().first().cloned().unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
 fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
 }
@@ -58,15 +71,7 @@ async fn check_network(aws: &Aws, p: &Project, cidr: &str, azs: usize) -> Live {
         })
         .collect();
 
-    let cluster = aws
-        .ecs
-        .describe_clusters()
-        .clusters(&p.stack)
-        .include(aws_sdk_ecs::types::ClusterField::Tags)
-        .send()
-        .await
-        .unwrap();
-    let cluster = &cluster.clusters()[0];
+    let cluster = live_cluster(aws, &p.stack).await;
     assert_eq!(cluster.status(), Some("ACTIVE"));
     assert!(cluster.tags().iter().any(|t| t.key() == Some("secep:stack") && t.value() == Some(p.stack.as_str())));
 
@@ -367,19 +372,11 @@ async fn a_cluster_of_the_stacks_name_that_is_not_the_stacks_is_never_taken_over
     assert!(run.stderr.contains("secep:stack=somebody-else"), "{}", run.stderr);
     let services = aws.ecs.list_services().cluster(&p.stack).send().await.unwrap();
     assert!(services.service_arns().is_empty(), "no service was put into somebody else's cluster");
-    let cluster = aws
-        .ecs
-        .describe_clusters()
-        .clusters(&p.stack)
-        .include(aws_sdk_ecs::types::ClusterField::Tags)
-        .send()
-        .await
-        .unwrap();
-    let tags: Vec<_> = cluster.clusters()[0].tags().iter().map(|t| (t.key(), t.value())).collect();
+    let cluster = live_cluster(&aws, &p.stack).await;
+    let tags: Vec<_> = cluster.tags().iter().map(|t| (t.key(), t.value())).collect();
     assert_eq!(tags, [(Some("secep:stack"), Some("somebody-else"))], "their cluster is untouched");
 
     p.secep(&["down", "--yes"]).success();
-    let after = aws.ecs.describe_clusters().clusters(&p.stack).send().await.unwrap();
-    assert_eq!(after.clusters()[0].status(), Some("ACTIVE"), "down leaves a cluster it does not own");
+    assert_eq!(live_cluster(&aws, &p.stack).await.status(), Some("ACTIVE"), "down leaves a cluster it does not own");
     aws.ecs.delete_cluster().cluster(&p.stack).send().await.unwrap();
 }
