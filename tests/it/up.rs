@@ -310,14 +310,22 @@ async fn dns_attributes_a_failed_up_left_off_are_set_by_the_next_up() {
     // run was killed in between) was found by its tag and adopted by the next run without them. Cloud Map names
     // and the endpoints' private DNS then never resolved. They are a node of their own now (`vpc-dns`).
     let p = Project::from_shipped("secure-endpoints.toml", "vpcdns");
-    let failing = Proxy::start(&["--fail-nth", "ModifyVpcAttribute:1:UnauthorizedOperation:403"]);
+    // Both attribute calls fail: they run at once, so failing only the first to arrive could hit DNS support,
+    // which a new VPC has on already, and leave nothing off to check.
+    let deny = "UnauthorizedOperation:403";
+    let failing = Proxy::start(&[
+        "--fail-nth",
+        &format!("ModifyVpcAttribute:1:{deny}"),
+        "--fail-nth",
+        &format!("ModifyVpcAttribute:2:{deny}"),
+    ]);
     let first = p.secep_at(&failing.url, &["up"]);
     assert_eq!(first.code, 1, "the attribute call fails: {}", first.stderr);
     assert!(first.stderr.contains("UnauthorizedOperation"), "{}", first.stderr);
     let aws = aws().await;
     let vpcs = aws.ec2.describe_vpcs().filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
     let vpc_id = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
-    assert_ne!(dns_attributes(&aws, &vpc_id).await, (Some(true), Some(true)), "the failure left one attribute off");
+    assert_ne!(dns_attributes(&aws, &vpc_id).await, (Some(true), Some(true)), "the failure left DNS hostnames off");
 
     p.secep(&["up"]).success();
     assert_eq!(dns_attributes(&aws, &vpc_id).await, (Some(true), Some(true)));
