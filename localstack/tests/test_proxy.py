@@ -16,12 +16,15 @@ import json
 import os
 import random
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -209,6 +212,29 @@ class TestLatency(ProxyTestCase):
         # Each call's [start, end] interval; sleeping in the handler thread lets them overlap.
         spans = sorted((c["ts"] - c["latency_ms"] / 1000.0, c["ts"]) for c in entries)
         self.assertTrue(any(spans[i + 1][0] < spans[i][1] for i in range(3)), spans)
+
+    def test_a_client_that_hangs_up_before_its_answer_is_logged_without_a_traceback(self):
+        # A killed secep hangs up mid-call; the proxy used to print a BrokenPipeError traceback for each.
+        admin({"latency_ms": 300})
+        clear_calls()
+        proxy_log = os.path.join(TMP, "proxy.log")
+        log_before = os.path.getsize(proxy_log)
+        host, port = urllib.parse.urlsplit(PROXY).netloc.split(":")
+        body = b"Action=DescribeVpcs&Version=2016-11-15"
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: ec2.us-east-1.amazonaws.com\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            # Reset instead of FIN, so that the proxy's write fails at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 5
+        while not calls() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([c["operation"] for c in calls()], ["DescribeVpcs"])
+        time.sleep(0.3)  # the failed write comes just after the log entry
+        with open(proxy_log) as f:
+            f.seek(log_before)
+            self.assertNotIn("Traceback", f.read())
 
 
 class TestThrottling(ProxyTestCase):
