@@ -17,6 +17,7 @@ answers included. Peak RSS is the secep process's own (wait4), not the emulator'
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def main():
     env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                AWS_EC2_METADATA_DISABLED="true", NO_COLOR="1")
 
-    def run(n, stack, *cmd, latency=args.latency_ms):
+    def run(n, stack, *cmd, latency=args.latency_ms, wrap=()):
         folder = os.path.join(work, stack)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "secep.toml"), "w") as f:
@@ -92,8 +93,8 @@ def main():
         log_path = os.path.join(folder, f"{cmd[0]}.stderr")
         with open(log_path, "w") as log:
             t0 = time.monotonic()
-            child = subprocess.Popen([secep, *cmd, "--endpoint-url", url], cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=log)
+            child = subprocess.Popen([*wrap, secep, *cmd, "--endpoint-url", url], cwd=folder, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=log)
             _, status, usage = os.wait4(child.pid, 0)
             wall = time.monotonic() - t0
         code = os.waitstatus_to_exitcode(status)
@@ -147,6 +148,16 @@ def main():
     row(f"up, EC2 {rate}/s burst {burst}", n, run(n, "throttled", "up"), UP_CHAIN, bucket_rate=rate)
     proxy.config(throttle={"ec2-mutating": None})
     run(n, "throttled", "down", "--yes")
+
+    # The state file on a slower disk than this machine's (fsync about 0.3 ms here; laptops, CI runners' network
+    # disks and home folders on NFS take 1 to 20 ms): strace delays each fsync by 10 ms.
+    if shutil.which("strace"):
+        slow = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", os.devnull, "-e", "trace=fsync",
+                "-e", "inject=fsync:delay_exit=10000"]
+        row("up, state fsync +10 ms", n, run(n, "slowdisk", "up", wrap=slow), UP_CHAIN)
+        row("down, state fsync +10 ms", n, run(n, "slowdisk", "down", "--yes", wrap=slow), DOWN_CHAIN)
+    else:
+        print("strace not found: the slow-disk rows are left out", file=sys.stderr)
     parallel_wall = next(r[5] for r in rows if r[0] == "up" and r[1] == n)
 
     print(f"\nsecep benchmark ({'debug' if args.debug else 'release'} build): moto 5.2.5 behind the fidelity proxy, "

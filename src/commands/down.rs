@@ -2,7 +2,7 @@
 //! reverse dependency order, concurrently where independent. Never deletes a resource not tagged as this stack's.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -12,6 +12,7 @@ use super::{Common, Opened, exit, open};
 use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::recorded_graph;
 use crate::output::{Console, short_id};
+use crate::state::SharedState;
 use crate::steps::{self, Ctx, Deleted, Owner, discover};
 
 #[derive(Debug, Clone)]
@@ -77,7 +78,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     let ctx = Ctx {
         clients,
         stack: stack.clone(),
-        state: Arc::new(Mutex::new(state)),
+        state: SharedState::new(state),
         operation_timeout: args.operation_timeout,
         created: Default::default(),
         dependency_timeout: args.dependency_timeout,
@@ -126,7 +127,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         for (node, record) in discover::tagged(&ctx.clients, &stack).await? {
             // The log group is kept on purpose unless --delete-logs.
             let kept_on_purpose = node == "logs" && !args.delete_logs;
-            if ctx.state.lock().expect("state lock").get(&node).is_none() && !kept_on_purpose {
+            if ctx.state.lock().get(&node).is_none() && !kept_on_purpose {
                 leftovers.push(format!("{node} ({})", short_id(&record.id)));
             }
         }
@@ -137,7 +138,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
             ));
         }
     }
-    let mut state = ctx.state.lock().expect("state lock");
+    let mut state = ctx.state.lock();
     let everything_gone = state.nodes().is_empty();
     if everything_gone {
         state.remove_file()?;
@@ -190,7 +191,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
 /// Checks ownership, deletes, and forgets the node in the state (written atomically) before returning.
 pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Console) -> Result<Done> {
     let started = Instant::now();
-    let record = ctx.state.lock().expect("state lock").get(node).cloned();
+    let record = ctx.state.lock().get(node).cloned();
     let Some(record) = record else { return Ok(Done::AlreadyGone) };
     console.progress_message(format!("deleting {node}"));
     let done = match steps::owner(ctx, node, &record).await? {
@@ -199,7 +200,7 @@ pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Console) -> Result<D
             let who = tag.as_deref().map_or("no secep:stack tag".to_string(), |t| format!("secep:stack={t}"));
             console.step("not owned", node, &format!("{} carries {who}; left in place", short_id(&record.id)), None);
             // secep does not track what it does not own; the run still fails so the user looks at it.
-            ctx.state.lock().expect("state lock").forget(node)?;
+            ctx.state.forget(node).await?;
             return Ok(Done::NotOwned(tag));
         }
         Owner::Us => match steps::delete(ctx, node, &record).await? {
@@ -208,7 +209,7 @@ pub(crate) async fn remove(ctx: &Ctx, node: &str, console: &Console) -> Result<D
             Deleted::Kept => Done::Kept,
         },
     };
-    ctx.state.lock().expect("state lock").forget(node)?;
+    ctx.state.forget(node).await?;
     let verb = match done {
         Done::Deleted => "deleted",
         Done::Kept => "kept",

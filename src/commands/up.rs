@@ -2,7 +2,7 @@
 //! allows, recording each resource the moment it exists.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -15,7 +15,7 @@ use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, Spec, desired_nodes};
 use crate::output::{Console, short_id};
 use crate::plan::{Action, audit, diff};
-use crate::state::{Record, StateFile};
+use crate::state::{Record, SharedState, StateFile};
 use crate::steps::live;
 use crate::steps::{self, Ctx};
 
@@ -75,7 +75,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     let ctx = Ctx {
         clients,
         stack: config.stack.name.clone(),
-        state: Arc::new(Mutex::new(state)),
+        state: SharedState::new(state),
         operation_timeout: args.operation_timeout,
         created: Default::default(),
         dependency_timeout: args.operation_timeout,
@@ -125,7 +125,7 @@ async fn apply(
     console: &Console,
 ) -> Result<(Done, String, Duration)> {
     let started = Instant::now();
-    let recorded = ctx.state.lock().expect("state lock").get(&node.id).cloned();
+    let recorded = ctx.state.lock().get(&node.id).cloned();
     match (action, recorded) {
         (Action::Adopt, None) => {
             let live = adopted
@@ -134,7 +134,7 @@ async fn apply(
                 .with_context(|| format!("internal error: nothing to adopt for {}", node.id))?;
             let arn = live.id.starts_with("arn:").then(|| live.id.clone());
             let record = Record { id: live.id.clone(), arn, digest: node.spec.digest() };
-            ctx.state.lock().expect("state lock").record(&node.id, record)?;
+            ctx.state.record(&node.id, record).await?;
             console.step("adopted", &node.id, &short_id(&live.id), Some(started.elapsed()));
             Ok((Done::Adopted, live.id, started.elapsed()))
         }
@@ -154,7 +154,7 @@ async fn apply(
             let record = steps::create(ctx, node, stale.as_ref().map(|r| r.id.as_str())).await?;
             let id = record.id.clone();
             // Recorded before anything that depends on it starts: a crash after this line loses nothing.
-            ctx.state.lock().expect("state lock").record(&node.id, record).map_err(|e| {
+            ctx.state.record(&node.id, record).await.map_err(|e| {
                 anyhow::Error::new(e).context(format!(
                     "created {} = {id} but could not record it; once the state can be written, `secep down --adopt` finds it by its tags",
                     node.id
@@ -191,7 +191,7 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
         Spec::SdService { ttl, .. } => steps::sd_service::update_ttl(ctx, &record.id, *ttl).await?,
         Spec::IngressRule { .. } => {
             new_record = steps::create(ctx, node, Some(&record.id)).await?;
-            ctx.state.lock().expect("state lock").record(&node.id, new_record.clone())?;
+            ctx.state.record(&node.id, new_record.clone()).await?;
             steps::delete(ctx, &node.id, record).await?;
         }
         Spec::GroupRules { group, ingress, egress } => {
@@ -213,7 +213,7 @@ async fn update(ctx: &Ctx, node: &Node, record: &Record, previous: &BTreeMap<Str
         _ => anyhow::bail!("internal error: {} cannot be updated in place", node.id),
     }
     let id = new_record.id.clone();
-    ctx.state.lock().expect("state lock").record(&node.id, new_record)?;
+    ctx.state.record(&node.id, new_record).await?;
     Ok(id)
 }
 
@@ -282,7 +282,7 @@ async fn remove_dropped(ctx: &Ctx, removed: &[String], stop: &StopFlag, console:
 /// AWS refuses to delete a group another group's rule names.
 async fn revoke_references(ctx: &Ctx, removed: &[String]) -> Result<()> {
     let (groups, keepers): (Vec<String>, Vec<String>) = {
-        let state = ctx.state.lock().expect("state lock");
+        let state = ctx.state.lock();
         let groups = removed
             .iter()
             .filter(|n| matches!(steps::kind_of(n), "sg" | "vpce-sg"))

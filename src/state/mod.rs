@@ -1,7 +1,9 @@
 //! The local record of what secep created: for each node, its AWS id/ARN and the digest of the spec it was created
-//! from. Written atomically (temp file, fsync, rename, fsync of the folder) after every change, mode 0600.
+//! from. Written atomically (temp file, fsync, rename, fsync of the folder) after every change, mode 0600; changes
+//! made while a write is in flight share the next one (see `SharedState`).
 
 mod lock;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -79,6 +81,7 @@ pub struct StateFile {
 }
 
 pub use lock::{StateLock, lock_path};
+pub use shared::SharedState;
 
 /// The default location: `.secep/<stack>.state.json` under the working directory.
 pub fn default_path(stack: &str) -> PathBuf {
@@ -184,23 +187,50 @@ impl StateFile {
     }
 
     fn save(&mut self) -> Result<(), StateError> {
+        self.snapshot().write()?;
+        self.on_disk = true;
+        Ok(())
+    }
+
+    /// The file's next content, taken under the lock and written outside it (see `SharedState`).
+    fn snapshot(&self) -> Snapshot {
+        let mut json = serde_json::to_vec_pretty(&self.doc).expect("state always serialises");
+        json.push(b'\n');
+        Snapshot { path: self.path.clone(), json }
+    }
+
+    /// Changes memory only; `SharedState` writes it.
+    fn set(&mut self, node: &str, record: Record) {
+        self.doc.nodes.insert(node.to_string(), record);
+    }
+
+    fn unset(&mut self, node: &str) -> bool {
+        self.doc.nodes.remove(node).is_some()
+    }
+}
+
+/// One version of the state file, ready to be written.
+struct Snapshot {
+    path: PathBuf,
+    json: Vec<u8>,
+}
+
+impl Snapshot {
+    fn write(&self) -> Result<(), StateError> {
         let err = |e: std::io::Error| StateError::Write { path: self.path.clone(), reason: e.to_string() };
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         create_private_dir(&dir).map_err(err)?;
-        let mut json = serde_json::to_vec_pretty(&self.doc).expect("state always serialises");
-        json.push(b'\n');
         // tempfile creates the file with mode 0600, so the state is never readable by others, even briefly.
         let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(&dir).map_err(err)?;
-        tmp.write_all(&json).map_err(err)?;
+        tmp.write_all(&self.json).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
-        self.keep_backup(&dir).map_err(err)?;
+        keep_backup(&self.path, &dir).map_err(err)?;
         tmp.persist(&self.path).map_err(|e| err(e.error))?;
         // Make the rename itself durable.
         fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
-        self.on_disk = true;
         Ok(())
     }
 }
@@ -214,21 +244,19 @@ fn new_nonce(stack: &str) -> String {
     Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-impl StateFile {
-    /// The previous version, kept as `<state>.bak` (itself written atomically) before each write: a hand edit or a
-    /// bug never costs more than one step.
-    fn keep_backup(&self, dir: &Path) -> std::io::Result<()> {
-        let previous = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(dir)?;
-        tmp.write_all(&previous)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(backup_path(&self.path)).map_err(|e| e.error)?;
-        Ok(())
-    }
+/// The previous version, kept as `<state>.bak` (itself written atomically) before each write: a hand edit or a bug
+/// never costs more than the last write.
+fn keep_backup(path: &Path, dir: &Path) -> std::io::Result<()> {
+    let previous = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(&previous)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(backup_path(path)).map_err(|e| e.error)?;
+    Ok(())
 }
 
 pub fn backup_path(state: &Path) -> PathBuf {

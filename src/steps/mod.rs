@@ -26,7 +26,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::aws::Clients;
 use crate::model::{Node, Spec};
-use crate::state::{Record, StateFile};
+use crate::state::{Record, SharedState};
 
 pub const TAG_STACK: &str = "secep:stack";
 pub const TAG_NODE: &str = "secep:node";
@@ -36,7 +36,7 @@ pub const TAG_NODE: &str = "secep:node";
 pub struct Ctx {
     pub clients: Clients,
     pub stack: String,
-    pub state: Arc<Mutex<StateFile>>,
+    pub state: Arc<SharedState>,
     /// Upper bound for asynchronous Cloud Map operations.
     pub operation_timeout: Duration,
     /// Upper bound for waiting out DependencyViolation / ResourceInUse while tearing down (lingering ENIs).
@@ -63,7 +63,7 @@ impl Ctx {
     }
 
     fn record_of(&self, node: &str) -> Result<Record> {
-        let state = self.state.lock().expect("state lock poisoned");
+        let state = self.state.lock();
         state
             .get(node)
             .cloned()
@@ -85,7 +85,7 @@ impl Ctx {
 /// can hand back the deleted resource's identity (hashicorp/terraform-provider-aws#46930).
 pub async fn create(ctx: &Ctx, node: &Node, replacing: Option<&str>) -> Result<Record> {
     let digest = node.spec.digest();
-    let nonce = ctx.state.lock().expect("state lock").nonce().to_string();
+    let nonce = ctx.state.lock().nonce().to_string();
     let token_seed = match replacing {
         Some(old) => format!("{nonce}/{digest}/replaces/{old}"),
         None => format!("{nonce}/{digest}"),

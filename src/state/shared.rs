@@ -1,0 +1,124 @@
+//! The state as a run's concurrent steps share it. A change returns once a write that contains it is on disk, so a
+//! resource is still recorded before anything that depends on it starts. Changes made while a write is in flight go
+//! out together in the next one (group commit): a burst of steps finishing at once costs two writes, not one each,
+//! and the disk's fsyncs never hold a runtime thread or the state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{Record, StateError, StateFile};
+
+pub struct SharedState {
+    file: Mutex<StateFile>,
+    /// Changes made in memory so far, and how many of them are on disk; both only grow.
+    changes: AtomicU64,
+    written: AtomicU64,
+    disk_writes: AtomicU64,
+    /// One write at a time, held until it is on disk: versions reach the disk in order.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SharedState {
+    pub fn new(file: StateFile) -> Arc<SharedState> {
+        Arc::new(SharedState {
+            file: Mutex::new(file),
+            changes: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            disk_writes: AtomicU64::new(0),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// The state in memory, for reading (a poisoned lock still holds a consistent map: changes are single inserts).
+    pub fn lock(&self) -> MutexGuard<'_, StateFile> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a node; returns once the file on disk has it.
+    pub async fn record(self: &Arc<Self>, node: &str, record: Record) -> Result<(), StateError> {
+        let change = {
+            let mut file = self.lock();
+            file.set(node, record);
+            self.changes.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.write_through(change).await
+    }
+
+    /// Forgets a node (its resource is gone); returns once the file on disk no longer has it.
+    pub async fn forget(self: &Arc<Self>, node: &str) -> Result<(), StateError> {
+        let change = {
+            let mut file = self.lock();
+            if !file.unset(node) {
+                return Ok(());
+            }
+            self.changes.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.write_through(change).await
+    }
+
+    async fn write_through(self: &Arc<Self>, change: u64) -> Result<(), StateError> {
+        let writer = self.writer.clone().lock_owned().await;
+        if self.written.load(Ordering::SeqCst) >= change {
+            return Ok(()); // the write before ours took our change along
+        }
+        let (snapshot, upto) = {
+            let file = self.lock();
+            (file.snapshot(), self.changes.load(Ordering::SeqCst))
+        };
+        let shared = self.clone();
+        // The write finishes (and only then lets the next one start) even if this future is dropped.
+        let write = tokio::task::spawn_blocking(move || {
+            let _writer = writer;
+            snapshot.write()?;
+            shared.lock().on_disk = true;
+            shared.written.fetch_max(upto, Ordering::SeqCst);
+            let writes = shared.disk_writes.fetch_add(1, Ordering::SeqCst) + 1;
+            tracing::debug!(changes = upto, writes, "state file written");
+            Ok(())
+        });
+        write.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record { id: id.into(), arn: None, digest: "d".into() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_made_during_a_write_go_out_together_and_each_returns_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state.json");
+        let state = SharedState::new(StateFile::open(&path, "s", "us-east-1").unwrap());
+        // A write in flight: everything recorded meanwhile waits for it.
+        let in_flight = state.writer.clone().lock_owned().await;
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let (state, path) = (state.clone(), path.clone());
+                tokio::spawn(async move {
+                    let node = format!("sg/{i}");
+                    state.record(&node, record(&format!("sg-{i}"))).await.unwrap();
+                    StateFile::open(&path, "s", "us-east-1").unwrap().get(&node).is_some()
+                })
+            })
+            .collect();
+        while state.changes.load(Ordering::SeqCst) < 50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!path.exists(), "nothing is written while the other write holds the file");
+        drop(in_flight);
+        for task in tasks {
+            assert!(task.await.unwrap(), "a record returned before the file had it");
+        }
+        assert_eq!(state.disk_writes.load(Ordering::SeqCst), 1, "fifty changes, one write");
+        assert_eq!(StateFile::open(&path, "s", "us-east-1").unwrap().nodes().len(), 50);
+
+        state.forget("sg/7").await.unwrap();
+        state.forget("sg/7").await.unwrap(); // already gone: nothing more to write
+        assert!(StateFile::open(&path, "s", "us-east-1").unwrap().get("sg/7").is_none());
+        assert_eq!(state.disk_writes.load(Ordering::SeqCst), 2);
+    }
+}
