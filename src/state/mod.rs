@@ -247,12 +247,20 @@ fn new_nonce(stack: &str) -> String {
 /// The previous version, kept as `<state>.bak` (itself written atomically) before each write: a hand edit or a bug
 /// never costs more than the last write.
 fn keep_backup(path: &Path, dir: &Path) -> std::io::Result<()> {
+    let temp = || tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").to_owned();
+    // A hard link to the previous version: nothing to copy or fsync (that version is on disk already, and it is
+    // never changed in place), and the folder's fsync after the main rename makes this rename durable too.
+    match temp().make_in(dir, |link| fs::hard_link(path, link)) {
+        Ok(link) => return link.persist(backup_path(path)).map(|_| ()).map_err(|e| e.error),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {} // a file system without hard links: copy
+    }
     let previous = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = temp().tempfile_in(dir)?;
     tmp.write_all(&previous)?;
     tmp.as_file().sync_all()?;
     tmp.persist(backup_path(path)).map_err(|e| e.error)?;
