@@ -60,6 +60,24 @@ class Proxy:
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
+def start_emulator():
+    """A moto and a fidelity proxy of our own on free ports, stopped when this process exits."""
+    work = tempfile.mkdtemp(prefix="secep-bench-")
+    me = str(os.getpid())
+    moto = sh("bash", f"{ROOT}/localstack/start.sh", "--port", "0", "--run-dir", work, "--watch-pid", me)
+    url = sh("bash", f"{ROOT}/localstack/start-proxy.sh", "--port", "0", "--run-dir", work, "--watch-pid", me,
+             "--upstream", moto, "-q").splitlines()[-1]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
+               AWS_EC2_METADATA_DISABLED="true", NO_COLOR="1")
+    return work, Proxy(url), env
+
+
+def slow_fsync(ms):
+    """A command prefix that delays every fsync of the command by `ms` (a slower disk than this machine's)."""
+    return ["strace", "-f", "-qq", "--seccomp-bpf", "-o", os.devnull, "-e", "trace=fsync",
+            "-e", f"inject=fsync:delay_exit={int(ms * 1000)}"] if ms else []
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-ms", type=float, default=100.0)
@@ -74,14 +92,8 @@ def main():
     subprocess.run(["cargo", "build", "--quiet", "--locked", *profile], cwd=ROOT, check=True)
     secep = os.path.join(target, "debug" if args.debug else "release", "secep")
 
-    work = tempfile.mkdtemp(prefix="secep-bench-")
-    me = str(os.getpid())
-    moto = sh("bash", f"{ROOT}/localstack/start.sh", "--port", "0", "--run-dir", work, "--watch-pid", me)
-    url = sh("bash", f"{ROOT}/localstack/start-proxy.sh", "--port", "0", "--run-dir", work, "--watch-pid", me,
-             "--upstream", moto, "-q").splitlines()[-1]
-    proxy = Proxy(url)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
-               AWS_EC2_METADATA_DISABLED="true", NO_COLOR="1")
+    work, proxy, env = start_emulator()
+    url = proxy.url
 
     def run(n, stack, *cmd, latency=args.latency_ms, wrap=()):
         folder = os.path.join(work, stack)
@@ -152,8 +164,7 @@ def main():
     # The state file on a slower disk than this machine's (fsync about 0.3 ms here; laptops, CI runners' network
     # disks and home folders on NFS take 1 to 20 ms): strace delays each fsync by 10 ms.
     if shutil.which("strace"):
-        slow = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", os.devnull, "-e", "trace=fsync",
-                "-e", "inject=fsync:delay_exit=10000"]
+        slow = slow_fsync(10)
         row("up, state fsync +10 ms", n, run(n, "slowdisk", "up", wrap=slow), UP_CHAIN)
         row("down, state fsync +10 ms", n, run(n, "slowdisk", "down", "--yes", wrap=slow), DOWN_CHAIN)
     else:

@@ -15,7 +15,7 @@ pub struct SharedState {
     written: AtomicU64,
     disk_writes: AtomicU64,
     /// One write at a time, held until it is on disk: versions reach the disk in order.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SharedState {
@@ -25,7 +25,7 @@ impl SharedState {
             changes: AtomicU64::new(0),
             written: AtomicU64::new(0),
             disk_writes: AtomicU64::new(0),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -35,7 +35,7 @@ impl SharedState {
     }
 
     /// Records a node; returns once the file on disk has it.
-    pub async fn record(self: &Arc<Self>, node: &str, record: Record) -> Result<(), StateError> {
+    pub async fn record(&self, node: &str, record: Record) -> Result<(), StateError> {
         let change = {
             let mut file = self.lock();
             file.set(node, record);
@@ -45,7 +45,7 @@ impl SharedState {
     }
 
     /// Forgets a node (its resource is gone); returns once the file on disk no longer has it.
-    pub async fn forget(self: &Arc<Self>, node: &str) -> Result<(), StateError> {
+    pub async fn forget(&self, node: &str) -> Result<(), StateError> {
         let change = {
             let mut file = self.lock();
             if !file.unset(node) {
@@ -56,8 +56,8 @@ impl SharedState {
         self.write_through(change).await
     }
 
-    async fn write_through(self: &Arc<Self>, change: u64) -> Result<(), StateError> {
-        let writer = self.writer.clone().lock_owned().await;
+    async fn write_through(&self, change: u64) -> Result<(), StateError> {
+        let _writer = self.writer.lock().await;
         if self.written.load(Ordering::SeqCst) >= change {
             return Ok(()); // the write before ours took our change along
         }
@@ -65,18 +65,15 @@ impl SharedState {
             let file = self.lock();
             (file.snapshot(), self.changes.load(Ordering::SeqCst))
         };
-        let shared = self.clone();
-        // The write finishes (and only then lets the next one start) even if this future is dropped.
-        let write = tokio::task::spawn_blocking(move || {
-            let _writer = writer;
-            snapshot.write()?;
-            shared.lock().on_disk = true;
-            shared.written.fetch_max(upto, Ordering::SeqCst);
-            let writes = shared.disk_writes.fetch_add(1, Ordering::SeqCst) + 1;
-            tracing::debug!(changes = upto, writes, "state file written");
-            Ok(())
-        });
-        write.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        // Written on this thread, with no await until it is done, so a dropped future cannot cut it short. While it
+        // syncs, the other runtime threads carry on with the calls, and changes made meanwhile wait (asynchronously)
+        // on `writer` to share the next write.
+        snapshot.write()?;
+        self.lock().on_disk = true;
+        self.written.store(upto, Ordering::SeqCst);
+        let writes = self.disk_writes.fetch_add(1, Ordering::SeqCst) + 1;
+        tracing::debug!(changes = upto, writes, "state file written");
+        Ok(())
     }
 }
 
@@ -94,7 +91,7 @@ mod tests {
         let path = dir.path().join("s.state.json");
         let state = SharedState::new(StateFile::open(&path, "s", "us-east-1").unwrap());
         // A write in flight: everything recorded meanwhile waits for it.
-        let in_flight = state.writer.clone().lock_owned().await;
+        let in_flight = state.writer.lock().await;
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let (state, path) = (state.clone(), path.clone());
