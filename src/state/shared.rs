@@ -1,7 +1,7 @@
 //! The state as a run's concurrent steps share it. A change returns once a write that contains it is on disk, so a
 //! resource is still recorded before anything that depends on it starts. Changes made while a write is in flight go
-//! out together in the next one (group commit): a burst of steps finishing at once costs two writes, not one each,
-//! and the disk's fsyncs never hold a runtime thread or the state.
+//! out together in the next one (group commit): a burst of steps finishing at once costs two writes, not one each.
+//! The changes wait for the writer asynchronously, so while one runtime thread syncs, the others go on with calls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
