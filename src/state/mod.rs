@@ -161,16 +161,8 @@ impl StateFile {
 
     /// Records a node and writes the file before returning.
     pub fn record(&mut self, node: &str, record: Record) -> Result<(), StateError> {
-        self.doc.nodes.insert(node.to_string(), record);
+        self.set(node, record);
         self.save()
-    }
-
-    /// Forgets a node (its resource is gone) and writes the file before returning.
-    pub fn forget(&mut self, node: &str) -> Result<(), StateError> {
-        if self.doc.nodes.remove(node).is_some() {
-            self.save()?;
-        }
-        Ok(())
     }
 
     /// Removes the file (and its backup); only once every recorded resource is gone.
