@@ -98,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
     "rules": {r: False for r in RULES},
     "eni_linger_seconds": 0.0,
     "namespace_pending_seconds": 0.0,
+    # Kill switch: SIGKILL `kill_pid` right after the Kth successful mutating answer reached it, then answer every
+    # later call 503 without forwarding (so nothing the dead client had in flight reaches the upstream).
+    "kill_after_mutating": None,
+    "kill_pid": None,
 }
 STARTUP_ONLY = {"port", "call_log", "watch_pid", "quiet"}
 
@@ -204,6 +208,10 @@ def normalize(raw: dict[str, Any], allow_startup: bool = False) -> dict[str, Any
             out[key] = _num(key, v, 0.0, 1.0)
         elif key == "fault_seed":
             out[key] = None if v is None else int(v)
+        elif key in ("kill_after_mutating", "kill_pid"):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{key}: expected a positive integer or null, got {v!r}")
+            out[key] = v
         elif key == "latency_op":
             out[key] = {op: (None if ms is None else _num(f"latency_op.{op}", ms))
                         for op, ms in _kv_list(key, v).items()}
@@ -406,6 +414,8 @@ class State:
         self.service_tokens: dict[tuple, str | None] = {}  # (region, cluster, name) -> clientToken
         self.pending_ops: dict[str, float] = {}  # Cloud Map operation id -> first seen
         self.clients: dict[tuple, Any] = {}
+        self.kill_count = 0  # successful mutating answers since the kill switch was armed
+        self.tripped: int | None = None  # the pid killed: every later call is refused unforwarded
         self.reset_to_startup()
 
     # -- config ------------------------------------------------------------
@@ -436,6 +446,9 @@ class State:
             self.buckets = {cls: [b["burst"], now] for cls, b in self.cfg["throttle"].items()}
         if initial or "fault_rate" in part or "fault_seed" in part:
             self.rng = random.Random(self.cfg["fault_seed"])
+        if initial or "kill_after_mutating" in part or "kill_pid" in part:  # (re-)arming starts a new count
+            self.kill_count = 0
+            self.tripped = None
 
     def apply(self, raw: dict[str, Any]) -> dict[str, Any]:
         raw = dict(raw)
@@ -496,6 +509,18 @@ class State:
                 code, status = self.rng.choice((("InternalError", 500), ("ServiceUnavailable", 503)))
                 return ("fault", code, status), None
             return None, after
+
+    def count_for_kill(self, call: "Call", status: int) -> int | None:
+        """Counts a successful mutating answer; -> the pid to kill once it is sent, when this is the Kth."""
+        with self.lock:
+            k, pid = self.cfg["kill_after_mutating"], self.cfg["kill_pid"]
+            if not k or not pid or self.tripped or call.mutating is not True or not 200 <= status < 300:
+                return None
+            self.kill_count += 1
+            if self.kill_count < k:
+                return None
+            self.tripped = pid
+            return pid
 
     # -- call log -----------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:
@@ -845,6 +870,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Exception as e:  # a broken check must not break the call
                 log(f"strict check for {call.operation} failed, forwarding anyway: {e!r}")
 
+        if resp is None and state.tripped is not None:
+            error_code, injected = "ServiceUnavailable", "killed"
+            resp = error_response(call, error_code, "the fidelity proxy killed its client; refused unforwarded", 503)
         if resp is None:
             try:
                 resp = forward(state.cfg["upstream"], self.command, self.path, self.headers, body)
@@ -876,6 +904,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "injected": injected,
             "params": call.log_params(),
         }
+        kill = state.count_for_kill(call, resp[0])
+        if kill:
+            entry["killed"] = kill
         if injected and injected != "latency" and error_code:
             entry["error"] = error_code
         elif error_code == "UpstreamUnreachable":
@@ -884,6 +915,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.verbose or (injected and injected != "latency"):
             log(f"{call.service} {call.operation} -> {resp[0]} {injected or ''} {entry.get('error', '')}".rstrip())
         self._send(resp)
+        if kill:
+            try:
+                os.kill(kill, signal.SIGKILL)
+                log(f"killed pid {kill} after mutating answer #{self.state.kill_count}")
+            except OSError as e:
+                log(f"kill_pid {kill}: {e}")
 
     def _admin(self, body: bytes) -> Response:
         state = self.state

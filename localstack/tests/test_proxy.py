@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import socket
+import signal
 import struct
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -366,6 +368,38 @@ class TestFaults(ProxyTestCase):
         make_vpc(self.ec2, tag)  # the 2nd call is normal
         self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 2)
         self.assertIn("fail-after-nth", [c["injected"] for c in calls()])
+
+
+
+class TestKillSwitch(ProxyTestCase):
+    def test_kills_the_client_after_its_kth_successful_mutating_answer_and_forwards_nothing_after(self):
+        victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            tag = uid()
+            admin({"kill_after_mutating": 2, "kill_pid": victim.pid})
+            self.ec2.describe_vpcs()  # reads do not count
+            make_vpc(self.ec2, tag)
+            self.assertIsNone(victim.poll(), "killed too early")
+            make_vpc(self.ec2, tag)  # the 2nd: answered, then the client dies
+            self.assertEqual(victim.wait(timeout=10), -signal.SIGKILL)
+            with self.assertRaises(ClientError) as ctx:
+                make_vpc(self.ec2, tag)  # in flight when the client died: refused, never forwarded
+            self.assertEqual(error_of(ctx)[:2], ("ServiceUnavailable", 503))
+            admin({"reset": True})
+            self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 2)
+            log = [c for c in calls() if c["operation"] == "CreateVpc"][-3:]
+            self.assertEqual([c.get("killed") for c in log], [None, victim.pid, None])
+            self.assertEqual(log[-1]["injected"], "killed")
+            make_vpc(self.ec2, tag)  # reset disarms: forwarded again
+            self.assertEqual(len(vpcs_tagged(self.ec2, tag)), 3)
+        finally:
+            victim.kill()
+            victim.wait()
+
+    def test_rejects_a_bad_kill_config(self):
+        for bad in ({"kill_after_mutating": 0}, {"kill_pid": "x"}, {"kill_after_mutating": True}):
+            with self.assertRaises(urllib.error.HTTPError):
+                admin(bad)
 
 
 class TestStrictRules(ProxyTestCase):

@@ -212,6 +212,12 @@ impl Proxy {
         Proxy { child, url: line.trim().to_string() }
     }
 
+    /// Changes the running proxy's config (the JSON of `POST /_proxy/config`).
+    pub fn configure(&self, json: &str) {
+        let (status, body) = http(&self.url, "POST", "/_proxy/config", json);
+        assert_eq!(status, 200, "proxy config {json} refused: {body}");
+    }
+
     /// The call log: one JSON object per call.
     pub fn calls(&self) -> Vec<serde_json::Value> {
         let (status, body) = http(&self.url, "GET", "/_proxy/calls", "");

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use aws_sdk_ecs::types::TaskDefinitionStatus;
 
@@ -108,7 +107,9 @@ fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str,
     ])
 }
 
-/// Kills `up` after its Kth mutating call; returns what the resumed `up` printed.
+/// Kills `up` after its Kth successful mutating call; returns what the resumed `up` printed. The proxy sends the
+/// SIGKILL itself, right after that answer, and forwards nothing after it: no call the dead run had in flight can
+/// reach the emulator behind the resumed run's back (a test-side poll of the call log let one through).
 fn kill_then_resume(p: &Project, k: usize) -> String {
     let proxy = Proxy::start(&["--latency-ms", "60"]);
     let mut child = p
@@ -117,15 +118,11 @@ fn kill_then_resume(p: &Project, k: usize) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    loop {
-        let done = proxy.calls().iter().filter(|c| c["mutating"] == true && c["status"] == 200).count();
-        if done >= k || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait().unwrap();
+    proxy.configure(&format!(r#"{{"kill_after_mutating": {k}, "kill_pid": {}}}"#, child.id()));
+    let status = child.wait().unwrap();
+    let killed = proxy.calls().iter().any(|c| c["killed"] == child.id());
+    assert!(killed, "K={k}: up ended ({status}) before its Kth mutating call; is K beyond the run?");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "K={k}: not killed by the proxy");
     let resumed = p.secep(&["up"]);
     assert_eq!(resumed.code, 0, "K={k}: the resumed up failed:\n{}", resumed.stderr);
     resumed.stderr
