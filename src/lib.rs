@@ -4,9 +4,9 @@
 pub mod aws;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod graph;
 pub mod model;
 pub mod output;
-pub mod plan;
+pub mod resource;
 pub mod state;
-pub mod steps;

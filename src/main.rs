@@ -67,6 +67,10 @@ enum Command {
         /// Replace what AWS cannot change in place (VPC CIDR, subnets, namespace name) and everything built on it
         #[arg(long)]
         allow_replace: bool,
+        /// Longest wait, while removing what the config dropped, for a resource AWS still holds (lingering Fargate
+        /// ENIs, draining services), in seconds
+        #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_DEPENDENCY_TIMEOUT")]
+        dependency_timeout: u64,
     },
     /// Show every resource as desired (config), recorded (state) and live (AWS), service health, and who can reach
     /// whom according to the live security group rules; exit 2 when anything differs
@@ -132,9 +136,12 @@ async fn run(cli: Cli) -> u8 {
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
-        Command::Up { operation_timeout, allow_replace, .. } => {
-            let args =
-                commands::up::UpArgs { operation_timeout: Duration::from_secs(operation_timeout), allow_replace };
+        Command::Up { operation_timeout, allow_replace, dependency_timeout, .. } => {
+            let args = commands::up::UpArgs {
+                operation_timeout: Duration::from_secs(operation_timeout),
+                dependency_timeout: Duration::from_secs(dependency_timeout),
+                allow_replace,
+            };
             commands::up::run(&common, &args, &console, &stop).await
         }
         Command::Status => commands::inspect::status(&common, &console).await,

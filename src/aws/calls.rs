@@ -64,24 +64,6 @@ pub fn is_mutating(operation: &str) -> bool {
     !["Describe", "List", "Get", "Discover"].iter().any(|p| operation.starts_with(p))
 }
 
-/// Error codes AWS uses for "slow down" (the SDK's own throttling list).
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "TransactionInProgressException",
-    "RequestLimitExceeded",
-    "BandwidthLimitExceeded",
-    "LimitExceededException",
-    "RequestThrottled",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
-];
-
 /// The error code of an AWS error response, in whichever protocol the service speaks: the `x-amzn-ErrorType`
 /// header or `__type` field (JSON: ECS, Cloud Map, Logs) or the `<Code>` element (query/XML: EC2, IAM).
 fn error_code<'a>(error_type_header: Option<&'a str>, body: &'a str) -> Option<&'a str> {
@@ -105,7 +87,8 @@ pub fn is_throttling(status: u16, error_type_header: Option<&str>, body: &[u8]) 
         return true;
     }
     status >= 400
-        && error_code(error_type_header, &String::from_utf8_lossy(body)).is_some_and(|c| THROTTLING_CODES.contains(&c))
+        && error_code(error_type_header, &String::from_utf8_lossy(body))
+            .is_some_and(|c| crate::resource::ErrorKind::of(c, "") == crate::resource::ErrorKind::Throttled)
 }
 
 /// One per client: `service` names that client's concurrency windows (one for its reads, one for its mutating

@@ -1,16 +1,17 @@
 //! `secep status` and `secep plan`: read the config, the state and the live stack (batched, never mutating), and
 //! show how they compare. Exit codes follow `terraform plan -detailed-exitcode`: 0 in sync, 2 differences, 1 error.
 
-use std::io::IsTerminal;
-
 use anyhow::Result;
-use serde_json::json;
 
-use super::{Common, Opened, exit, open, up::desired_and_live};
+use super::{Common, Opened, exit, open};
 use crate::config::Config;
+use crate::engine::{Action, Audit, NodeStatus, Verdict, audit, desired_and_live, diff::diff};
+use crate::model::NodeId;
+use crate::output::report::{
+    ApiCalls, ExtraPath, Namespace, PlanReport, PlanSummary, Reachability, ServiceStatus, StatusReport,
+};
 use crate::output::{Console, short_id};
-use crate::plan::{Action, Audit, NodeStatus, Verdict, audit, diff};
-use crate::steps::live::{Facts, Live};
+use crate::resource::{Facts, Live};
 
 /// Everything both commands show.
 struct Inspection {
@@ -26,7 +27,7 @@ struct Inspection {
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
     let Opened { config, clients, state, .. } = open(common, console, false).await?;
     let (nodes, live) = desired_and_live(&config, &state, &clients).await?;
-    let statuses = diff(&nodes, &state, &live);
+    let statuses = diff(&nodes, &state, &live)?;
     let audit = audit(&config, &live);
     Ok(Inspection {
         region: clients.region.clone(),
@@ -48,35 +49,36 @@ fn verdict_text(v: &Verdict) -> String {
         Verdict::ConfigChanged => "config changed".into(),
         Verdict::NotInConfig => "recorded, not in config".into(),
         Verdict::Extra => "EXTRA (tagged for the stack, not recorded)".into(),
+        Verdict::NotOwned => "NOT OWNED (tagged as another stack's or untagged; never changed)".into(),
     }
 }
 
 pub async fn status(common: &Common, console: &Console) -> Result<u8> {
     let i = inspect(common, console).await?;
     let in_sync = i.statuses.iter().all(|s| s.verdict == Verdict::InSync) && i.audit.is_clean();
-    let ns = i.live.nodes.get("namespace");
-    let services: Vec<_> = i
+    let ns = i.live.get(&NodeId::Namespace);
+    let services: Vec<ServiceStatus> = i
         .config
         .services
         .values()
         .map(|s| {
-            let facts = i.live.nodes.get(&format!("svc/{}", s.name)).and_then(|l| match &l.facts {
+            let facts = i.live.get(&NodeId::Service(s.name.clone())).and_then(|l| match &l.facts {
                 Facts::Service(f) => Some(f.clone()),
                 _ => None,
             });
-            let instances = i.live.nodes.get(&format!("sd/{}", s.name)).and_then(|l| match &l.facts {
-                Facts::SdService { instances, .. } => *instances,
+            let instances = i.live.get(&NodeId::SdService(s.name.clone())).and_then(|l| match &l.facts {
+                Facts::SdService(f) => f.instances,
                 _ => None,
             });
-            json!({
-                "service": s.name,
-                "endpoint": i.config.endpoint(s),
-                "desired": facts.as_ref().map(|f| f.desired),
-                "running": facts.as_ref().map(|f| f.running),
-                "pending": facts.as_ref().map(|f| f.pending),
-                "rollout": facts.as_ref().and_then(|f| f.rollout.clone()),
-                "cloud_map_instances": instances,
-            })
+            ServiceStatus {
+                service: s.name.clone(),
+                endpoint: i.config.endpoint(s),
+                desired: facts.as_ref().map(|f| f.desired),
+                running: facts.as_ref().map(|f| f.running),
+                pending: facts.as_ref().map(|f| f.pending),
+                rollout: facts.as_ref().and_then(|f| f.rollout.clone()),
+                cloud_map_instances: instances,
+            }
         })
         .collect();
 
@@ -89,7 +91,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         ns.map_or("not live".to_string(), |n| n.id.clone())
     );
     let id = |v: &Option<String>| v.as_deref().map_or("-".to_string(), short_id);
-    let node_w = i.statuses.iter().map(|s| s.node.len()).max().unwrap_or(4).max(4);
+    let node_w = i.statuses.iter().map(|s| s.node.to_string().len()).max().unwrap_or(4).max(4);
     let kind_w = i.statuses.iter().map(|s| s.kind.len()).max().unwrap_or(4).max(4);
     let id_w = i.statuses.iter().flat_map(|s| [id(&s.recorded).len(), id(&s.live).len()]).max().unwrap_or(8).max(8);
     let header = ["NODE", "KIND", "DESIRED", "RECORDED", "LIVE", "VERDICT"];
@@ -100,7 +102,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
     for s in &i.statuses {
         text.push_str(&format!(
             "{:<node_w$}  {:<kind_w$}  {:<8} {:<id_w$}  {:<id_w$}  {}\n",
-            s.node,
+            s.node.to_string(),
             s.kind,
             if s.desired { "yes" } else { "no" },
             id(&s.recorded),
@@ -112,17 +114,17 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         "\n{:<20} {:>7} {:>7} {:>7} {:<12} {:>9}  {}\n",
         "SERVICE", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "CLOUD MAP", "ENDPOINT"
     ));
+    let n = |v: Option<i32>| v.map_or("-".to_string(), |v| v.to_string());
     for s in &services {
-        let n = |k: &str| s[k].as_i64().map_or("-".to_string(), |v| v.to_string());
         text.push_str(&format!(
             "{:<20} {:>7} {:>7} {:>7} {:<12} {:>9}  {}\n",
-            s["service"].as_str().unwrap_or(""),
-            n("desired"),
-            n("running"),
-            n("pending"),
-            s["rollout"].as_str().unwrap_or("-"),
-            n("cloud_map_instances"),
-            s["endpoint"].as_str().unwrap_or("")
+            s.service,
+            n(s.desired),
+            n(s.running),
+            n(s.pending),
+            s.rollout.as_deref().unwrap_or("-"),
+            n(s.cloud_map_instances),
+            s.endpoint
         ));
     }
     text.push_str(&reachability_matrix(&i.config, &i.audit));
@@ -141,23 +143,19 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         i.calls.mutating
     ));
     console.result(&text);
-    console.json(&json!({
-        "command": "status",
-        "stack": i.config.stack.name,
-        "region": i.region,
-        "state_file": i.state_file,
-        "in_sync": in_sync,
-        "egress": i.config.network.egress,
-        "namespace": { "name": i.config.namespace.name, "id": ns.map(|n| n.id.clone()) },
-        "nodes": i.statuses,
-        "services": services,
-        "reachability": {
-            "allowed": i.audit.allowed,
-            "extra": i.audit.extra.iter().map(|(p, rule)| json!({ "from": p.from, "to": p.to, "ports": p.ports, "rule_id": rule })).collect::<Vec<_>>(),
-            "missing": i.audit.missing,
-        },
-        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating, "retries": i.calls.retries, "throttled": i.calls.throttled },
-    }));
+    console.report(&StatusReport {
+        command: "status",
+        stack: &i.config.stack.name,
+        region: &i.region,
+        state_file: &i.state_file,
+        in_sync,
+        egress: i.config.network.egress,
+        namespace: Namespace { name: &i.config.namespace.name, id: ns.map(|n| n.id.clone()) },
+        nodes: &i.statuses,
+        services,
+        reachability: Reachability::of(&i.audit),
+        api_calls: ApiCalls::from(&i.calls),
+    });
     Ok(if in_sync { exit::OK } else { exit::DIFFERENCES })
 }
 
@@ -207,8 +205,7 @@ fn reachability_matrix(config: &Config, audit: &Audit) -> String {
 
 pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
     let i = inspect(common, console).await?;
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
+    let paint = |code: &str, text: String| console.paint(code, text);
     let mut text = format!("Plan for stack {} in {}:\n", i.config.stack.name, i.region);
     let (mut create, mut update, mut delete, mut unchanged, mut unsupported) = (0, 0, 0, 0, 0);
     for s in &i.statuses {
@@ -270,14 +267,14 @@ pub async fn plan(common: &Common, console: &Console) -> Result<u8> {
         i.calls.mutating
     ));
     console.result(&text);
-    console.json(&json!({
-        "command": "plan",
-        "stack": i.config.stack.name,
-        "region": i.region,
-        "summary": { "create": create, "update": update, "delete": delete, "revoke": revoke, "unchanged": unchanged, "unsupported": unsupported },
-        "nodes": i.statuses,
-        "revoke": i.audit.extra.iter().map(|(p, rule)| json!({ "rule_id": rule, "from": p.from, "to": p.to, "ports": p.ports })).collect::<Vec<_>>(),
-        "api_calls": { "total": i.calls.calls, "mutating": i.calls.mutating },
-    }));
+    console.report(&PlanReport {
+        command: "plan",
+        stack: &i.config.stack.name,
+        region: &i.region,
+        summary: PlanSummary { create, update, delete, revoke, unchanged, unsupported },
+        nodes: &i.statuses,
+        revoke: i.audit.extra.iter().map(|(p, rule)| ExtraPath::of(p, rule)).collect(),
+        api_calls: ApiCalls::from(&i.calls),
+    });
     Ok(if create + update + delete + revoke + unsupported == 0 { exit::OK } else { exit::DIFFERENCES })
 }

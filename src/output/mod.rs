@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod report;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Cheap to clone: the parallel steps of one command share it.
@@ -104,6 +106,45 @@ impl Console {
         if self.json {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(value).expect("JSON value serialises"));
+        }
+    }
+
+    /// On a terminal, asks before deleting; elsewhere `--yes` is required, so a script never deletes by accident.
+    pub fn confirm_deletion(&self, stack: &str, region: &str, count: usize, yes: bool) -> anyhow::Result<()> {
+        use std::io::BufRead;
+        if yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to delete {count} resources of stack {stack} without confirmation\n  hint: pass --yes when running non-interactively"
+            );
+        }
+        {
+            let mut err = std::io::stderr().lock();
+            let _ =
+                write!(err, "Delete {count} resources of stack {stack} in {region}? Type the stack name to confirm: ");
+            let _ = err.flush();
+        }
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != stack {
+            anyhow::bail!("not confirmed; nothing was deleted");
+        }
+        Ok(())
+    }
+
+    /// Colours a result line (an ANSI SGR code) when stdout is a terminal and NO_COLOR is unset.
+    pub fn paint(&self, code: &str, text: String) -> String {
+        let color = !self.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text }
+    }
+
+    /// A command's typed `--json` report (see [`report`]), on stdout.
+    pub fn report<T: serde::Serialize>(&self, value: &T) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(value).expect("a report serialises"));
         }
     }
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::NodeId;
+
 /// Bumped when the layout changes incompatibly; older secep refuses newer files instead of misreading them.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -25,7 +27,7 @@ pub struct StateDoc {
     /// re-created stack never replays the tokens of a deleted one.
     #[serde(default)]
     pub nonce: String,
-    pub nodes: BTreeMap<String, Record>,
+    pub nodes: BTreeMap<NodeId, Record>,
 }
 
 /// What secep knows about one created resource.
@@ -147,7 +149,7 @@ impl StateFile {
         self.on_disk
     }
 
-    pub fn get(&self, node: &str) -> Option<&Record> {
+    pub fn get(&self, node: &NodeId) -> Option<&Record> {
         self.doc.nodes.get(node)
     }
 
@@ -155,12 +157,12 @@ impl StateFile {
         &self.doc.nonce
     }
 
-    pub fn nodes(&self) -> &BTreeMap<String, Record> {
+    pub fn nodes(&self) -> &BTreeMap<NodeId, Record> {
         &self.doc.nodes
     }
 
     /// Records a node and writes the file before returning.
-    pub fn record(&mut self, node: &str, record: Record) -> Result<(), StateError> {
+    pub fn record(&mut self, node: &NodeId, record: Record) -> Result<(), StateError> {
         self.set(node, record);
         self.save()
     }
@@ -192,11 +194,11 @@ impl StateFile {
     }
 
     /// Changes memory only; `SharedState` writes it.
-    fn set(&mut self, node: &str, record: Record) {
-        self.doc.nodes.insert(node.to_string(), record);
+    fn set(&mut self, node: &NodeId, record: Record) {
+        self.doc.nodes.insert(node.clone(), record);
     }
 
-    fn unset(&mut self, node: &str) -> bool {
+    fn unset(&mut self, node: &NodeId) -> bool {
         self.doc.nodes.remove(node).is_some()
     }
 }
@@ -288,14 +290,14 @@ mod tests {
         let path = dir.path().join("nested/s.state.json");
         let mut state = StateFile::open(&path, "s", "us-east-1").unwrap();
         assert!(!state.exists_on_disk() && !path.exists(), "an empty state is not written until something is recorded");
-        state.record("vpc", record("vpc-1")).unwrap();
+        state.record(&NodeId::Vpc, record("vpc-1")).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let again = StateFile::open(&path, "s", "us-east-1").unwrap();
-        assert_eq!(again.get("vpc").unwrap().id, "vpc-1");
-        state.record("subnet/a", record("subnet-1")).unwrap();
+        assert_eq!(again.get(&NodeId::Vpc).unwrap().id, "vpc-1");
+        state.record(&NodeId::subnet("a"), record("subnet-1")).unwrap();
         let backup: StateDoc = serde_json::from_str(&fs::read_to_string(backup_path(&path)).unwrap()).unwrap();
         assert!(
-            backup.nodes.contains_key("vpc") && !backup.nodes.contains_key("subnet/a"),
+            backup.nodes.contains_key(&NodeId::Vpc) && !backup.nodes.contains_key(&NodeId::subnet("a")),
             "the backup is the previous version"
         );
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())

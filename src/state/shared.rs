@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{Record, StateError, StateFile};
+use crate::model::NodeId;
 
 pub struct SharedState {
     file: Mutex<StateFile>,
@@ -35,7 +36,7 @@ impl SharedState {
     }
 
     /// Records a node; returns once the file on disk has it.
-    pub async fn record(&self, node: &str, record: Record) -> Result<(), StateError> {
+    pub async fn record(&self, node: &NodeId, record: Record) -> Result<(), StateError> {
         let change = {
             let mut file = self.lock();
             file.set(node, record);
@@ -45,7 +46,7 @@ impl SharedState {
     }
 
     /// Forgets a node (its resource is gone); returns once the file on disk no longer has it.
-    pub async fn forget(&self, node: &str) -> Result<(), StateError> {
+    pub async fn forget(&self, node: &NodeId) -> Result<(), StateError> {
         let change = {
             let mut file = self.lock();
             if !file.unset(node) {
@@ -96,7 +97,7 @@ mod tests {
             .map(|i| {
                 let (state, path) = (state.clone(), path.clone());
                 tokio::spawn(async move {
-                    let node = format!("sg/{i}");
+                    let node = NodeId::group(&i.to_string());
                     state.record(&node, record(&format!("sg-{i}"))).await.unwrap();
                     StateFile::open(&path, "s", "us-east-1").unwrap().get(&node).is_some()
                 })
@@ -113,9 +114,9 @@ mod tests {
         assert_eq!(state.disk_writes.load(Ordering::SeqCst), 1, "fifty changes, one write");
         assert_eq!(StateFile::open(&path, "s", "us-east-1").unwrap().nodes().len(), 50);
 
-        state.forget("sg/7").await.unwrap();
-        state.forget("sg/7").await.unwrap(); // already gone: nothing more to write
-        assert!(StateFile::open(&path, "s", "us-east-1").unwrap().get("sg/7").is_none());
+        state.forget(&NodeId::group("7")).await.unwrap();
+        state.forget(&NodeId::group("7")).await.unwrap(); // already gone: nothing more to write
+        assert!(StateFile::open(&path, "s", "us-east-1").unwrap().get(&NodeId::group("7")).is_none());
         assert_eq!(state.disk_writes.load(Ordering::SeqCst), 2);
     }
 }

@@ -48,6 +48,16 @@ pub struct Project {
     pub namespace: String,
 }
 
+/// Teardown guard: a test that failed, or left its stack recorded, does not leave it in the shared emulator for
+/// the tests after it (a failed assertion used to skip the test's own `down`).
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() || self.state_path().exists() {
+            let _ = self.secep(&["down", "--yes", "--adopt", "--delete-logs"]);
+        }
+    }
+}
+
 /// What one `secep` run did.
 #[derive(Debug)]
 pub struct Run {

@@ -1,0 +1,184 @@
+//! The `--json` documents, one type per command, so that their shape is written down once and cannot drift
+//! between a command's paths (an empty `down` reports the same fields as a full one).
+
+use serde::Serialize;
+
+use crate::aws::CallSummary;
+use crate::engine::{Audit, NodeStatus, Path};
+
+#[derive(Debug, Serialize)]
+pub struct ApiCalls {
+    pub total: u64,
+    pub mutating: u64,
+    pub retries: u64,
+    pub throttled: u64,
+}
+
+impl From<&CallSummary> for ApiCalls {
+    fn from(c: &CallSummary) -> ApiCalls {
+        ApiCalls { total: c.calls, mutating: c.mutating, retries: c.retries, throttled: c.throttled }
+    }
+}
+
+/// Seconds, to the millisecond.
+pub fn seconds(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpReport {
+    pub command: &'static str,
+    pub stack: String,
+    pub region: String,
+    pub state_file: String,
+    pub ok: bool,
+    pub summary: UpSummary,
+    pub seconds: f64,
+    pub api_calls: ApiCalls,
+    pub nodes: Vec<UpNode>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct UpSummary {
+    pub created: usize,
+    pub adopted: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub revoked: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpNode {
+    pub node: String,
+    pub kind: &'static str,
+    pub action: &'static str,
+    pub id: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub service: String,
+    pub address: String,
+    pub port: u16,
+    pub calls: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownReport {
+    pub command: &'static str,
+    pub stack: String,
+    pub region: String,
+    pub ok: bool,
+    pub state_file_removed: bool,
+    pub tagged_leftovers: Vec<String>,
+    pub summary: DownSummary,
+    pub api_calls: ApiCalls,
+    pub seconds: f64,
+    pub nodes: Vec<DownNode>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DownSummary {
+    pub deleted: usize,
+    pub already_gone: usize,
+    pub kept: usize,
+    pub not_owned: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownNode {
+    pub node: String,
+    pub action: &'static str,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reachability<'a> {
+    pub allowed: &'a [Path],
+    pub extra: Vec<ExtraPath<'a>>,
+    pub missing: &'a [Path],
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExtraPath<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub ports: &'a str,
+    pub rule_id: &'a str,
+}
+
+impl<'a> Reachability<'a> {
+    pub fn of(audit: &'a Audit) -> Reachability<'a> {
+        Reachability {
+            allowed: &audit.allowed,
+            extra: audit.extra.iter().map(|(p, rule)| ExtraPath::of(p, rule)).collect(),
+            missing: &audit.missing,
+        }
+    }
+}
+
+impl<'a> ExtraPath<'a> {
+    pub fn of(p: &'a Path, rule_id: &'a str) -> ExtraPath<'a> {
+        ExtraPath { from: &p.from, to: &p.to, ports: &p.ports, rule_id }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport<'a> {
+    pub command: &'static str,
+    pub stack: &'a str,
+    pub region: &'a str,
+    pub state_file: &'a str,
+    pub in_sync: bool,
+    pub egress: crate::config::Egress,
+    pub namespace: Namespace<'a>,
+    pub nodes: &'a [NodeStatus],
+    pub services: Vec<ServiceStatus>,
+    pub reachability: Reachability<'a>,
+    pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Namespace<'a> {
+    pub name: &'a str,
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub endpoint: String,
+    pub desired: Option<i32>,
+    pub running: Option<i32>,
+    pub pending: Option<i32>,
+    pub rollout: Option<String>,
+    pub cloud_map_instances: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanReport<'a> {
+    pub command: &'static str,
+    pub stack: &'a str,
+    pub region: &'a str,
+    pub summary: PlanSummary,
+    pub nodes: &'a [NodeStatus],
+    pub revoke: Vec<ExtraPath<'a>>,
+    pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PlanSummary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub revoke: usize,
+    pub unchanged: usize,
+    pub unsupported: usize,
+}

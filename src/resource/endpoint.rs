@@ -1,0 +1,484 @@
+//! A VPC endpoint for `com.amazonaws.<region>.<service>`: an interface endpoint in every private subnet behind the
+//! endpoint group, with private DNS (so the usual service names resolve to it); or a gateway endpoint on the private
+//! route tables (S3).
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use anyhow::{Result, bail};
+use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
+use serde::Serialize;
+
+use super::read::{ec2_node, ec2_tag};
+use super::support::{all, ec2_tags};
+use super::{
+    ApiError, Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, ReadCx, Resource, Salt,
+    TAG_STACK, View, api_error, is,
+};
+use crate::model::{Node, NodeId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    pub service: String,
+    pub gateway: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// `com.amazonaws.<region>.<service>`.
+    pub service_name: String,
+    pub gateway: bool,
+    /// AWS's state, lower case. `pending` (a minute or two on AWS for an interface endpoint) counts as made, as it
+    /// always has: nothing waits for `available`.
+    pub state: String,
+    pub subnets: BTreeSet<String>,
+    pub route_tables: BTreeSet<String>,
+    pub groups: BTreeSet<String>,
+    pub private_dns: bool,
+}
+
+impl Facts {
+    pub fn of(v: &VpcEndpoint) -> Facts {
+        Facts {
+            service_name: v.service_name().unwrap_or_default().to_string(),
+            gateway: v.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway),
+            state: v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default(),
+            subnets: v.subnet_ids().iter().cloned().collect(),
+            route_tables: v.route_table_ids().iter().cloned().collect(),
+            groups: v.groups().iter().filter_map(|g| g.group_id()).map(str::to_string).collect(),
+            private_dns: v.private_dns_enabled().unwrap_or(false),
+        }
+    }
+}
+
+/// Endpoints in these states are gone, or never will be usable: not this node's resource any more.
+fn is_live(v: &VpcEndpoint) -> bool {
+    let state = v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default();
+    !matches!(state.as_str(), "deleting" | "deleted" | "failed" | "rejected" | "expired")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An endpoint for another service.
+    Service {
+        now: String,
+        want: String,
+    },
+    /// A gateway endpoint where an interface one is wanted, or the reverse.
+    Type {
+        gateway: bool,
+    },
+    Subnets {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    RouteTables {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    Groups {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// Without private DNS the usual service names resolve to public addresses the tasks' egress blocks.
+    PrivateDnsOff,
+}
+
+fn delta(f: &mut fmt::Formatter<'_>, what: &str, add: &[String], remove: &[String]) -> fmt::Result {
+    write!(f, "{what}:")?;
+    if !add.is_empty() {
+        write!(f, " missing {}", add.join(", "))?;
+    }
+    if !add.is_empty() && !remove.is_empty() {
+        f.write_str(";")?;
+    }
+    if !remove.is_empty() {
+        write!(f, " also {}", remove.join(", "))?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Service { now, want } => write!(f, "is an endpoint for {now}, not {want}"),
+            Change::Type { gateway: true } => f.write_str("is a gateway endpoint, not an interface endpoint"),
+            Change::Type { gateway: false } => f.write_str("is an interface endpoint, not a gateway endpoint"),
+            Change::Subnets { add, remove } => delta(f, "subnets", add, remove),
+            Change::RouteTables { add, remove } => delta(f, "route tables", add, remove),
+            Change::Groups { add, remove } => delta(f, "security groups", add, remove),
+            Change::PrivateDnsOff => f.write_str("private DNS is off"),
+        }
+    }
+}
+
+impl super::Change for Change {
+    fn replaces(&self) -> bool {
+        matches!(self, Change::Service { .. } | Change::Type { .. })
+    }
+}
+
+/// What `want` lacks of `have`, and what `have` has beyond it.
+fn differ(want: &[String], have: &BTreeSet<String>) -> Option<(Vec<String>, Vec<String>)> {
+    let want: BTreeSet<String> = want.iter().cloned().collect();
+    let add: Vec<String> = want.difference(have).cloned().collect();
+    let remove: Vec<String> = have.difference(&want).cloned().collect();
+    (!add.is_empty() || !remove.is_empty()).then_some((add, remove))
+}
+
+pub struct Endpoint;
+
+impl Resource for Endpoint {
+    type Spec = Spec;
+    type Facts = Facts;
+    type Change = Change;
+    const LABEL: &'static str = "vpc endpoint";
+    const ON_CHANGE: OnChange = OnChange::Replace;
+    /// It points at the private subnets (interface) or route tables (gateway): moved onto recreated ones.
+    const FOLLOWS_DEPENDENCIES: bool = true;
+
+    fn label(spec: &Spec) -> &'static str {
+        if spec.gateway { "gateway endpoint" } else { "interface endpoint" }
+    }
+
+    /// The stack's endpoints (one describe by tag); in teardown also the recorded ones the tag did not find.
+    async fn read(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
+        let recorded: BTreeSet<&str> = cx.recorded(Kind::Endpoint).map(|(_, r)| r.id.as_str()).collect();
+        let out = cx
+            .clients
+            .ec2
+            .describe_vpc_endpoints()
+            .filters(cx.ours())
+            .send()
+            .await
+            .map_err(|e| api_error("read the stack's VPC endpoints", e))?;
+        let tagged = out.vpc_endpoints();
+        let mut found: Vec<Found<Facts>> = tagged
+            .iter()
+            .filter(|v| is_live(v))
+            .filter(|v| {
+                // The tag is checked here too (moto ignores tag filters on some kinds); a recorded one stays, to be
+                // reported as not ours.
+                ec2_tag(v.tags(), TAG_STACK) == Some(cx.stack)
+                    || v.vpc_endpoint_id().is_some_and(|id| recorded.contains(id))
+            })
+            .filter_map(|v| found_of(cx, v))
+            .collect();
+        if cx.teardown() {
+            let missing: Vec<String> = recorded
+                .iter()
+                .filter(|id| !tagged.iter().any(|v| v.vpc_endpoint_id() == Some(**id)))
+                .map(|id| id.to_string())
+                .collect();
+            let by_id = read_by_id(cx, missing).await?;
+            found.extend(by_id.iter().filter(|v| is_live(v)).filter_map(|v| found_of(cx, v)));
+        }
+        Ok(found)
+    }
+
+    /// A reference not recorded yet cannot be compared: the run that records it makes or moves the endpoint.
+    fn compare(spec: &Spec, facts: &Facts, cx: &Compare<'_>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if !facts.service_name.ends_with(&format!(".{}", spec.service)) {
+            changes.push(Change::Service { now: facts.service_name.clone(), want: spec.service.clone() });
+        }
+        if facts.gateway != spec.gateway {
+            changes.push(Change::Type { gateway: facts.gateway });
+            return changes;
+        }
+        if spec.gateway {
+            let tables = cx.dep_ids(|d| matches!(d, NodeId::RouteTable(_)));
+            if let Some((add, remove)) = tables.and_then(|want| differ(&want, &facts.route_tables)) {
+                changes.push(Change::RouteTables { add, remove });
+            }
+            return changes;
+        }
+        let subnets = cx.dep_ids(|d| matches!(d, NodeId::Subnet(_)));
+        if let Some((add, remove)) = subnets.and_then(|want| differ(&want, &facts.subnets)) {
+            changes.push(Change::Subnets { add, remove });
+        }
+        // An interface endpoint always has a group (AWS puts the VPC's default one on it otherwise).
+        let groups = cx.dep_ids(|d| *d == NodeId::EndpointGroup).filter(|g| !g.is_empty());
+        if let Some((add, remove)) = groups.and_then(|want| differ(&want, &facts.groups)) {
+            changes.push(Change::Groups { add, remove });
+        }
+        if !facts.private_dns {
+            changes.push(Change::PrivateDnsOff);
+        }
+        changes
+    }
+
+    /// One call; the endpoint is not waited for (`pending` on AWS for a minute or two), as before.
+    async fn create(ctx: &Ctx, node: &Node, spec: &Spec, salt: &Salt) -> Result<(Created, Facts)> {
+        let vpc_id = ctx.id_of(&NodeId::Vpc)?;
+        let service_name = format!("com.amazonaws.{}.{}", ctx.clients.region, spec.service);
+        let name = format!("{}-{}", ctx.stack, spec.service);
+        let mut request = ctx
+            .clients
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(&vpc_id)
+            .service_name(&service_name)
+            .client_token(salt.token(&ctx.stack, &node.id))
+            .tag_specifications(ec2_tags(ctx, ResourceType::VpcEndpoint, &node.id, &name));
+        if spec.gateway {
+            request = request.vpc_endpoint_type(VpcEndpointType::Gateway);
+            for table in node.deps.iter().filter(|d| matches!(d, NodeId::RouteTable(_))) {
+                request = request.route_table_ids(ctx.id_of(table)?);
+            }
+        } else {
+            request = request.vpc_endpoint_type(VpcEndpointType::Interface).private_dns_enabled(true);
+            for group in node.deps.iter().filter(|d| **d == NodeId::EndpointGroup) {
+                request = request.security_group_ids(ctx.id_of(group)?);
+            }
+            for subnet in node.deps.iter().filter(|d| matches!(d, NodeId::Subnet(_))) {
+                request = request.subnet_ids(ctx.id_of(subnet)?);
+            }
+        }
+        let out = request.send().await.map_err(|e| api_error(format!("create VPC endpoint {service_name}"), e))?;
+        let endpoint = out.vpc_endpoint().cloned().unwrap_or_else(|| VpcEndpoint::builder().build());
+        let created = Created::from_answer("CreateVpcEndpoint", endpoint.vpc_endpoint_id(), None)?;
+        // The answer describes the endpoint as made (subnets, tables, groups, private DNS): no read-back.
+        Ok((created, Facts::of(&endpoint)))
+    }
+
+    /// Every in-place change in one ModifyVpcEndpoint.
+    async fn update(
+        ctx: &Ctx,
+        node: &Node,
+        _spec: &Spec,
+        live: &View<'_, Facts>,
+        changes: &[Change],
+    ) -> Result<Option<Created>> {
+        fn some(ids: &[String]) -> Option<Vec<String>> {
+            (!ids.is_empty()).then(|| ids.to_vec())
+        }
+        let mut request = ctx.clients.ec2.modify_vpc_endpoint().vpc_endpoint_id(live.id);
+        for change in changes {
+            request = match change {
+                Change::Subnets { add, remove } => {
+                    request.set_add_subnet_ids(some(add)).set_remove_subnet_ids(some(remove))
+                }
+                Change::RouteTables { add, remove } => {
+                    request.set_add_route_table_ids(some(add)).set_remove_route_table_ids(some(remove))
+                }
+                Change::Groups { add, remove } => {
+                    request.set_add_security_group_ids(some(add)).set_remove_security_group_ids(some(remove))
+                }
+                Change::PrivateDnsOff => request.private_dns_enabled(true),
+                Change::Service { .. } | Change::Type { .. } => {
+                    bail!("{}: {change}: AWS cannot change that in place; the endpoint must be replaced", node.id)
+                }
+            };
+        }
+        request.send().await.map_err(|e| api_error(format!("update VPC endpoint {}", live.id), e))?;
+        Ok(None)
+    }
+
+    /// One call. Its network interfaces take minutes to go on AWS: what they block (the subnets, the endpoint
+    /// group) waits them out in its own delete.
+    async fn delete(ctx: &Ctx, live: &View<'_, Facts>) -> Result<Deleted> {
+        let id = live.id;
+        let action = format!("delete VPC endpoint {id}");
+        let out = ctx
+            .clients
+            .ec2
+            .delete_vpc_endpoints()
+            .vpc_endpoint_ids(id)
+            .send()
+            .await
+            .map_err(|e| api_error(action.clone(), e))
+            .or_gone()?;
+        let Some(out) = out else { return Ok(Deleted::AlreadyGone) };
+        // DeleteVpcEndpoints answers per endpoint, in the answer rather than as an error.
+        let Some(err) = out.unsuccessful().iter().find_map(|u| u.error()) else { return Ok(Deleted::Now) };
+        let (code, message) = (err.code(), err.message().unwrap_or("failed"));
+        let kind = ErrorKind::of(code.unwrap_or(""), message);
+        if kind == ErrorKind::NotFound {
+            return Ok(Deleted::AlreadyGone);
+        }
+        let detail = format!("{message} ({})", code.unwrap_or("unknown error code"));
+        Err(anyhow::Error::new(ApiError { action, code: code.map(str::to_string), kind, detail }))
+    }
+
+    fn replace_reason(spec: &Spec) -> String {
+        format!("VPC endpoint {}: replacing it cuts image pulls or logs until the new one is available", spec.service)
+    }
+}
+
+fn found_of(cx: &ReadCx<'_>, v: &VpcEndpoint) -> Option<Found<Facts>> {
+    Some(Found {
+        node: ec2_node(v.tags()),
+        id: v.vpc_endpoint_id()?.to_string(),
+        arn: None,
+        owner: cx.owner(ec2_tag(v.tags(), TAG_STACK)),
+        facts: Facts::of(v),
+    })
+}
+
+/// Endpoints by id, those that still exist. One call; an id that no longer exists fails it (there is no id filter
+/// on the emulator), and then each is asked for alone.
+async fn read_by_id(cx: &ReadCx<'_>, ids: Vec<String>) -> Result<Vec<VpcEndpoint>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = cx.clients.ec2.describe_vpc_endpoints().set_vpc_endpoint_ids(Some(ids.clone())).send().await;
+    match out.map_err(|e| api_error("read the stack's recorded VPC endpoints", e)) {
+        Ok(out) => Ok(out.vpc_endpoints().to_vec()),
+        Err(e) if is(&e, ErrorKind::NotFound) && ids.len() > 1 => {
+            let ec2 = cx.clients.ec2.clone();
+            let each = all(ids, move |id: String| {
+                let ec2 = ec2.clone();
+                async move {
+                    let out = ec2.describe_vpc_endpoints().vpc_endpoint_ids(&id).send().await;
+                    let out = out.map_err(|e| api_error(format!("read VPC endpoint {id}"), e)).or_gone()?;
+                    Ok::<_, anyhow::Error>(out.map(|o| o.vpc_endpoints().to_vec()).unwrap_or_default())
+                }
+            })
+            .await?;
+            Ok(each.into_iter().flatten().collect())
+        }
+        Err(e) if is(&e, ErrorKind::NotFound) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::Record;
+
+    fn record(id: &str) -> Record {
+        Record { id: id.to_string(), arn: None, digest: String::new() }
+    }
+
+    fn interface() -> (Node, Spec) {
+        let spec = Spec { service: "ecr.api".into(), gateway: false };
+        let node = Node {
+            id: NodeId::Endpoint("ecr.api".into()),
+            spec: crate::resource::Spec::Endpoint(spec.clone()),
+            deps: vec![NodeId::VpcDns, NodeId::EndpointGroup, NodeId::subnet("a"), NodeId::subnet("b")],
+        };
+        (node, spec)
+    }
+
+    fn gateway() -> (Node, Spec) {
+        let spec = Spec { service: "s3".into(), gateway: true };
+        let node = Node {
+            id: NodeId::Endpoint("s3".into()),
+            spec: crate::resource::Spec::Endpoint(spec.clone()),
+            deps: vec![NodeId::Vpc, NodeId::RouteTable("a".into()), NodeId::RouteTable("b".into())],
+        };
+        (node, spec)
+    }
+
+    fn refs() -> BTreeMap<NodeId, Record> {
+        BTreeMap::from([
+            (NodeId::EndpointGroup, record("sg-e")),
+            (NodeId::subnet("a"), record("subnet-a")),
+            (NodeId::subnet("b"), record("subnet-b")),
+            (NodeId::RouteTable("a".into()), record("rtb-a")),
+            (NodeId::RouteTable("b".into()), record("rtb-b")),
+        ])
+    }
+
+    fn set(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn interface_facts() -> Facts {
+        Facts {
+            service_name: "com.amazonaws.us-east-1.ecr.api".into(),
+            gateway: false,
+            state: "pending".into(),
+            subnets: set(&["subnet-a", "subnet-b"]),
+            route_tables: BTreeSet::new(),
+            groups: set(&["sg-e"]),
+            private_dns: true,
+        }
+    }
+
+    fn gateway_facts() -> Facts {
+        Facts {
+            service_name: "com.amazonaws.us-east-1.s3".into(),
+            gateway: true,
+            state: "available".into(),
+            subnets: BTreeSet::new(),
+            route_tables: set(&["rtb-a", "rtb-b"]),
+            groups: BTreeSet::new(),
+            // What the emulator answers for a gateway endpoint: not compared.
+            private_dns: true,
+        }
+    }
+
+    fn compare(node: &Node, spec: &Spec, facts: &Facts, refs: &BTreeMap<NodeId, Record>) -> Vec<Change> {
+        let cx = Compare { node, refs, config_changed: false };
+        Endpoint::compare(spec, facts, &cx)
+    }
+
+    #[test]
+    fn endpoints_as_made_are_in_sync_even_while_pending() {
+        let (node, spec) = interface();
+        assert!(compare(&node, &spec, &interface_facts(), &refs()).is_empty());
+        let (node, spec) = gateway();
+        assert!(compare(&node, &spec, &gateway_facts(), &refs()).is_empty());
+    }
+
+    #[test]
+    fn an_interface_endpoint_on_a_recreated_subnet_is_moved() {
+        let (node, spec) = interface();
+        let mut refs = refs();
+        refs.insert(NodeId::subnet("b"), record("subnet-b2"));
+        let changes = compare(&node, &spec, &interface_facts(), &refs);
+        assert_eq!(changes, [Change::Subnets { add: vec!["subnet-b2".into()], remove: vec!["subnet-b".into()] }]);
+        assert!(!super::super::Change::replaces(&changes[0]));
+        assert_eq!(changes[0].to_string(), "subnets: missing subnet-b2; also subnet-b");
+    }
+
+    #[test]
+    fn an_interface_endpoints_group_and_private_dns_are_compared() {
+        let (node, spec) = interface();
+        let facts = Facts { groups: set(&["sg-default"]), private_dns: false, ..interface_facts() };
+        let changes = compare(&node, &spec, &facts, &refs());
+        assert_eq!(
+            changes,
+            [Change::Groups { add: vec!["sg-e".into()], remove: vec!["sg-default".into()] }, Change::PrivateDnsOff]
+        );
+    }
+
+    #[test]
+    fn a_gateway_endpoint_missing_a_table_gets_it() {
+        let (node, spec) = gateway();
+        let facts = Facts { route_tables: set(&["rtb-a"]), ..gateway_facts() };
+        let changes = compare(&node, &spec, &facts, &refs());
+        assert_eq!(changes, [Change::RouteTables { add: vec!["rtb-b".into()], remove: vec![] }]);
+        assert_eq!(changes[0].to_string(), "route tables: missing rtb-b");
+    }
+
+    #[test]
+    fn another_service_or_type_must_be_replaced() {
+        let (node, spec) = interface();
+        let facts = Facts { service_name: "com.amazonaws.us-east-1.ecr.dkr".into(), ..interface_facts() };
+        let changes = compare(&node, &spec, &facts, &refs());
+        assert_eq!(changes.len(), 1);
+        assert!(super::super::Change::replaces(&changes[0]));
+        let changes = compare(&node, &spec, &gateway_facts(), &refs());
+        assert!(changes.contains(&Change::Type { gateway: true }), "{changes:?}");
+        assert!(changes.iter().all(super::super::Change::replaces));
+    }
+
+    #[test]
+    fn unrecorded_references_are_not_compared() {
+        let (node, spec) = interface();
+        let facts = Facts { subnets: set(&["subnet-x"]), groups: set(&["sg-x"]), ..interface_facts() };
+        assert!(compare(&node, &spec, &facts, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn the_label_names_the_endpoints_type() {
+        assert_eq!(Endpoint::label(&interface().1), "interface endpoint");
+        assert_eq!(Endpoint::label(&gateway().1), "gateway endpoint");
+    }
+}

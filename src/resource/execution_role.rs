@@ -1,0 +1,375 @@
+//! The stack's task execution role: trusted by ECS tasks, with AWS's managed execution policy attached (ECR pulls,
+//! log streams). Made by two calls (CreateRole, AttachRolePolicy): the compare finds a role whose policy is missing.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::{
+    Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_NODE,
+    TAG_STACK, View, api_error, is, tag_value,
+};
+use crate::model::{Node, NodeId};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Spec {
+    /// The role name (account-wide, at most 64 characters): `<stack>-ecs-execution`.
+    pub name: String,
+    /// The managed policy the role must have attached (AmazonECSTaskExecutionRolePolicy).
+    pub policy_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// The ARNs of the managed policies attached to the role.
+    pub policies: BTreeSet<String>,
+    /// Who the role's `secep:stack` tag says owns it; `None` where the read did not fetch its tags (a recorded
+    /// role while converging: the stack's by its record).
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The policy (ARN) is not attached: a run killed between CreateRole and AttachRolePolicy, or a detach by hand.
+    PolicyNotAttached(String),
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::PolicyNotAttached(arn) => write!(f, "policy {arn} not attached"),
+        }
+    }
+}
+
+impl super::Change for Change {}
+
+pub struct ExecutionRole;
+
+const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
+/// What GetRole tells about a role.
+struct LiveRole {
+    arn: String,
+    stack_tag: Option<String>,
+    node_tag: Option<NodeId>,
+}
+
+/// A role's ARN and tags, or `None` if there is no such role.
+async fn get_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<LiveRole>> {
+    let out = iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("read IAM role {name}"), e))
+        .or_gone()?;
+    Ok(out.and_then(|out| {
+        out.role().map(|role| {
+            let tag = |key: &str| tag_value(role.tags(), key, |t| (Some(t.key()), Some(t.value()))).map(str::to_string);
+            LiveRole {
+                arn: role.arn().to_string(),
+                stack_tag: tag(TAG_STACK),
+                node_tag: tag(TAG_NODE).and_then(|n| n.parse().ok()),
+            }
+        })
+    }))
+}
+
+/// The ARNs of the managed policies attached to a role, or `None` if there is no such role.
+async fn attached_policies(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<BTreeSet<String>>> {
+    let out = iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("list the policies of IAM role {name}"), e))
+        .or_gone()?;
+    Ok(out.map(|o| o.attached_policies().iter().filter_map(|p| p.policy_arn()).map(str::to_string).collect()))
+}
+
+/// A role and its policies (GetRole and ListAttachedRolePolicies at once), or `None` if there is no such role.
+async fn read_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<(LiveRole, BTreeSet<String>)>> {
+    let (role, policies) = tokio::try_join!(get_role(iam, name), attached_policies(iam, name))?;
+    Ok(role.zip(policies))
+}
+
+/// One role the read looks at.
+struct Lookup {
+    node: NodeId,
+    name: String,
+    /// Recorded (with its recorded ARN), or looked up by the name the stack's role has.
+    recorded: Option<Option<String>>,
+}
+
+async fn look(iam: aws_sdk_iam::Client, stack: String, lookup: Lookup, teardown: bool) -> Result<Option<Found<Facts>>> {
+    let Lookup { node, name, recorded } = lookup;
+    match recorded {
+        // A recorded role is the stack's by its record: its policies are all the compare needs (one call).
+        Some(arn) if !teardown => {
+            let Some(policies) = attached_policies(&iam, &name).await? else { return Ok(None) };
+            let facts = Facts { policies, owner: None };
+            Ok(Some(Found { node: Some(node), id: name, arn, owner: Owner::Us, facts }))
+        }
+        recorded => {
+            let Some((role, policies)) = read_role(&iam, &name).await? else { return Ok(None) };
+            let owner = Owner::from_tag(&stack, role.stack_tag.as_deref());
+            // Unrecorded, it is the stack's to tear down only if tagged so (a run killed before its record).
+            if recorded.is_none() && teardown && owner != Owner::Us {
+                return Ok(None);
+            }
+            let node = match recorded {
+                Some(_) => node,
+                None => role.node_tag.filter(|n| n.kind() == Kind::ExecutionRole).unwrap_or(node),
+            };
+            let facts = Facts { policies, owner: Some(owner.clone()) };
+            Ok(Some(Found { node: Some(node), id: name, arn: Some(role.arn), owner, facts }))
+        }
+    }
+}
+
+fn iam_tags(ctx: &Ctx, node: &NodeId, name: &str) -> Result<Vec<aws_sdk_iam::types::Tag>> {
+    ctx.tags(node, name)
+        .into_iter()
+        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().context("IAM tag"))
+        .collect()
+}
+
+async fn detach(ctx: &Ctx, name: &str, arn: &str) -> Result<()> {
+    ctx.clients
+        .iam
+        .detach_role_policy()
+        .role_name(name)
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("detach {arn} from IAM role {name}"), e))
+        .or_gone()?;
+    Ok(())
+}
+
+async fn delete_role(ctx: &Ctx, name: &str) -> Result<()> {
+    ctx.clients
+        .iam
+        .delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("delete IAM role {name}"), e))?;
+    Ok(())
+}
+
+/// Detaches every managed policy and deletes every inline one (IAM refuses to delete a role that has any).
+/// `false`: the role is gone.
+async fn clear_policies(ctx: &Ctx, name: &str) -> Result<bool> {
+    let iam = &ctx.clients.iam;
+    let Some(attached) = attached_policies(iam, name).await? else { return Ok(false) };
+    for arn in &attached {
+        detach(ctx, name, arn).await?;
+    }
+    let inline = iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| api_error(format!("list the inline policies of IAM role {name}"), e))
+        .or_gone()?;
+    let Some(inline) = inline else { return Ok(false) };
+    for policy in inline.policy_names() {
+        iam.delete_role_policy()
+            .role_name(name)
+            .policy_name(policy)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("delete inline policy {policy} of IAM role {name}"), e))
+            .or_gone()?;
+    }
+    Ok(true)
+}
+
+impl Resource for ExecutionRole {
+    type Spec = Spec;
+    type Facts = Facts;
+    type Change = Change;
+    const LABEL: &'static str = "iam role";
+    const ON_CHANGE: OnChange = OnChange::Replace;
+
+    /// Converging: a recorded role by ListAttachedRolePolicies alone; a desired unrecorded one (a run killed after
+    /// CreateRole) by GetRole, for its tags and ARN, plus its policies. Tearing down: every recorded role, and the
+    /// one named after the stack, by GetRole plus policies, so that the owner is known.
+    async fn read(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
+        let mut lookups: Vec<Lookup> = cx
+            .recorded(Kind::ExecutionRole)
+            .map(|(node, r)| Lookup { node: node.clone(), name: r.id.clone(), recorded: Some(r.arn.clone()) })
+            .collect();
+        let mut unrecorded: Vec<(NodeId, String)> = cx
+            .desired(Kind::ExecutionRole)
+            .filter(|n| cx.record(&n.id).is_none())
+            .filter_map(|n| match &n.spec {
+                super::Spec::ExecutionRole(s) => Some((n.id.clone(), s.name.clone())),
+                _ => None,
+            })
+            .collect();
+        if cx.teardown() {
+            unrecorded.push((NodeId::ExecutionRole, crate::model::execution_role_name(cx.stack)));
+        }
+        for (node, name) in unrecorded {
+            if !lookups.iter().any(|l| l.name == name) {
+                lookups.push(Lookup { node, name, recorded: None });
+            }
+        }
+        let teardown = cx.teardown();
+        let found = super::support::all(lookups, |lookup| {
+            let (iam, stack) = (cx.clients.iam.clone(), cx.stack.to_string());
+            async move { look(iam, stack, lookup, teardown).await }
+        })
+        .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    fn compare(spec: &Spec, facts: &Facts, _cx: &Compare<'_>) -> Vec<Change> {
+        if facts.policies.contains(&spec.policy_arn) {
+            Vec::new()
+        } else {
+            vec![Change::PolicyNotAttached(spec.policy_arn.clone())]
+        }
+    }
+
+    /// CreateRole only, tagged at creation; the policy is attached by the update the engine runs next on the facts
+    /// returned here (no policy), so a run killed in between leaves a role the next run completes.
+    async fn create(ctx: &Ctx, node: &Node, spec: &Spec, _salt: &Salt) -> Result<(Created, Facts)> {
+        let name = &spec.name;
+        let created = ctx
+            .clients
+            .iam
+            .create_role()
+            .role_name(name)
+            .path("/secep/")
+            .assume_role_policy_document(TRUST_POLICY)
+            .description(format!("secep {}: ECS task execution (image pulls, logs)", ctx.stack))
+            .set_tags(Some(iam_tags(ctx, &node.id, name)?))
+            .send()
+            .await;
+        match created.map_err(|e| api_error(format!("create IAM role {name}"), e)) {
+            Ok(out) => {
+                let role = out.role();
+                let created = Created::from_answer("CreateRole", role.map(|r| r.role_name()), role.map(|r| r.arn()))?;
+                Ok((created, Facts { policies: BTreeSet::new(), owner: Some(Owner::Us) }))
+            }
+            // A run killed after CreateRole left it: ours if tagged so, else a name clash the user must resolve.
+            Err(e) if is(&e, ErrorKind::AlreadyExists) => {
+                // Deleted in between: the clash reported is the one AWS answered.
+                let Some((role, policies)) = read_role(&ctx.clients.iam, name).await? else { return Err(e) };
+                let owner = Owner::from_tag(&ctx.stack, role.stack_tag.as_deref());
+                if owner != Owner::Us {
+                    bail!(
+                        "an IAM role named {name} already exists and is not tagged secep:stack={} (it carries {})\n  hint: set stack.execution_role_arn to use an existing role, or rename the stack",
+                        ctx.stack,
+                        owner.describe()
+                    );
+                }
+                Ok((Created::named(name.clone(), Some(role.arn)), Facts { policies, owner: Some(owner) }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(
+        ctx: &Ctx,
+        _node: &Node,
+        _spec: &Spec,
+        live: &View<'_, Facts>,
+        changes: &[Change],
+    ) -> Result<Option<Created>> {
+        let name = live.id;
+        for change in changes {
+            match change {
+                Change::PolicyNotAttached(arn) => {
+                    ctx.clients
+                        .iam
+                        .attach_role_policy()
+                        .role_name(name)
+                        .policy_arn(arn)
+                        .send()
+                        .await
+                        .map_err(|e| api_error(format!("attach {arn} to IAM role {name}"), e))?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// DeleteRole, after detaching the policies the read found (IAM refuses to delete a role that has any, and
+    /// this saves the refused call). On DeleteConflict (policies attached since, or inline ones) every policy is
+    /// removed and the delete retried once.
+    async fn delete(ctx: &Ctx, live: &View<'_, Facts>) -> Result<Deleted> {
+        let name = live.id;
+        for arn in &live.facts.policies {
+            detach(ctx, name, arn).await?;
+        }
+        match delete_role(ctx, name).await {
+            Ok(()) => Ok(Deleted::Now),
+            Err(e) if is(&e, ErrorKind::NotFound) => Ok(Deleted::AlreadyGone),
+            Err(e) if is(&e, ErrorKind::DependencyViolation) => {
+                if !clear_policies(ctx, name).await? {
+                    return Ok(Deleted::AlreadyGone);
+                }
+                Ok(match delete_role(ctx, name).await.or_gone()? {
+                    Some(()) => Deleted::Now,
+                    None => Deleted::AlreadyGone,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::Record;
+
+    const POLICY: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+
+    fn spec() -> Spec {
+        Spec { name: "demo-ecs-execution".into(), policy_arn: POLICY.into() }
+    }
+
+    fn compare(facts: &Facts) -> Vec<Change> {
+        let spec = spec();
+        let node =
+            Node { id: NodeId::ExecutionRole, spec: super::super::Spec::ExecutionRole(spec.clone()), deps: vec![] };
+        let refs = BTreeMap::<NodeId, Record>::new();
+        ExecutionRole::compare(&spec, facts, &Compare { node: &node, refs: &refs, config_changed: false })
+    }
+
+    fn facts(policies: &[&str]) -> Facts {
+        Facts { policies: policies.iter().map(|p| p.to_string()).collect(), owner: None }
+    }
+
+    #[test]
+    fn a_role_with_its_policy_is_in_sync() {
+        assert!(compare(&facts(&[POLICY])).is_empty());
+        // Policies attached besides it are not secep's business.
+        assert!(compare(&facts(&["arn:aws:iam::aws:policy/ReadOnlyAccess", POLICY])).is_empty());
+    }
+
+    #[test]
+    fn a_missing_policy_is_found() {
+        let changes = compare(&facts(&["arn:aws:iam::aws:policy/ReadOnlyAccess"]));
+        assert_eq!(changes, [Change::PolicyNotAttached(POLICY.into())]);
+        assert_eq!(changes[0].to_string(), format!("policy {POLICY} not attached"));
+        assert!(!super::super::Change::replaces(&changes[0]));
+    }
+
+    #[test]
+    fn a_role_just_created_is_incomplete_until_its_policy_is_attached() {
+        // What create returns: the role, no policy yet (a run killed here leaves exactly this).
+        let created = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us) };
+        assert_eq!(compare(&created), [Change::PolicyNotAttached(POLICY.into())]);
+    }
+}
