@@ -163,6 +163,22 @@ async fn desired_count_is_updated_in_place() {
 }
 
 #[tokio::test]
+async fn a_desired_count_change_sends_desired_count_alone_and_starts_no_deployment() {
+    // Regression: every UpdateService sent the task definition, the network configuration and the registries, and
+    // AWS starts a new deployment (every task replaced) for each of them.
+    let s = Stack::up("conv-count-only").await;
+    s.change(|c| c.replace("image = \"web:1\"", "image = \"web:1\"\ndesired_count = 2"));
+    let proxy = Proxy::start(&[]);
+    s.p.secep_at(&proxy.url, &["up"]).success();
+    let updates: Vec<_> =
+        proxy.calls().into_iter().filter(|c| c["service"] == "ecs" && c["operation"] == "UpdateService").collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    let sent: Vec<&str> = updates[0]["params"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(sent, ["cluster", "desiredCount", "service"], "{updates:?}");
+    assert_eq!(s.service("web").await.desired_count(), 2);
+}
+
+#[tokio::test]
 async fn call_edges_added_and_removed_move_the_rules_and_the_peer_urls() {
     let s = Stack::up("conv-edges").await;
     // web now calls db directly; api no longer does.

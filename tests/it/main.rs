@@ -4,6 +4,7 @@ mod config_errors;
 mod converge;
 mod down;
 mod egress;
+mod half_made;
 mod harness;
 mod kill;
 mod proxy;
