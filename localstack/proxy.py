@@ -17,9 +17,11 @@ import argparse
 import collections
 import copy
 import datetime as dt
+import hashlib
 import http.client
 import http.server
 import json
+import math
 import os
 import random
 import re
@@ -46,7 +48,34 @@ RULES = (
     "cluster-contains-services",  # ECS DeleteCluster with ACTIVE/DRAINING services
     "service-idempotency",  # ECS CreateService name clash / clientToken replay
     "operation-pending",  # Cloud Map GetOperation PENDING for a while
+    # AWS's clock: each acts only while its duration knob (CLOCK below) is > 0.
+    "id-propagation",  # a new EC2 id is NotFound for a while
+    "linked-role-propagation",  # a new ECS service-linked role cannot be assumed for a while
+    "role-propagation",  # a new IAM role cannot be passed/assumed for a while
+    "endpoint-pending",  # interface endpoints pending; their ENIs linger after delete
+    "nat-pending",  # NAT gateways pending / deleting
+    "rollout",  # ECS deployments take time and can fail
 )
+# AWS's clock: duration knob -> (what AWS takes, in seconds; the rule it drives). With clock_scale F > 0, a knob not
+# set explicitly is AWS's duration x F. Sources (shared/notes/real-aws.md; README "AWS's clock"):
+CLOCK: dict[str, tuple[float, str]] = {
+    # EC2 eventual consistency (docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html)
+    "id_propagation_seconds": (2.0, "id-propagation"),
+    # new ECS service-linked role (guidance-for-claude-code-with-amazon-bedrock#251)
+    "linked_role_seconds": (10.0, "linked-role-propagation"),
+    # new execution role (terraform-aws-modules/terraform-aws-ecs#414, pulumi/pulumi-awsx#927)
+    "role_propagation_seconds": (10.0, "role-propagation"),
+    # interface endpoints pending "a minute or two" (aws/copilot-cli#5927)
+    "endpoint_pending_seconds": (90.0, "endpoint-pending"),
+    # Cloud Map namespace operations take tens of seconds (GetOperation SUBMITTED -> PENDING -> SUCCESS)
+    "namespace_pending_seconds": (45.0, "operation-pending"),
+    # NAT gateways take minutes to be available / deleted (shared/notes/real-aws.md)
+    "nat_pending_seconds": (120.0, "nat-pending"),
+    # ECS rollouts take minutes (aws/containers-roadmap#1246, amazon-ecs-deploy-task-definition#191)
+    "rollout_seconds": (120.0, "rollout"),
+    # ENIs of just-stopped Fargate tasks (terraform-provider-aws#9495)
+    "eni_linger_seconds": (60.0, "eni-in-use"),
+}
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length", "expect",
@@ -70,6 +99,7 @@ MESSAGES = {
     "InternalError": "An internal error has occurred.",
     "ServiceUnavailable": "The request has failed due to a temporary failure of the server.",
 }
+IAM_OPS = frozenset({"CreateRole", "AttachRolePolicy", "CreateServiceLinkedRole"})
 NAMESPACE_OP = re.compile(r"^(Create|Delete|Update)\w*Namespace$")
 AUTH_RE = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request")
 
@@ -96,8 +126,10 @@ DEFAULTS: dict[str, Any] = {
     "fail_nth": [],
     "fail_after_nth": [],
     "rules": {r: False for r in RULES},
-    "eni_linger_seconds": 0.0,
-    "namespace_pending_seconds": 0.0,
+    # Duration knobs: None = not set explicitly (AWS's duration x clock_scale, or 0 = off without a scale).
+    **{knob: None for knob in CLOCK},
+    "clock_scale": 0.0,
+    "unpullable_images": ["unpullable"],  # image substrings whose pull fails (rollout): markers for tests
     # Kill switch: SIGKILL `kill_pid` right after the Kth successful mutating answer reached it, then answer every
     # later call 503 without forwarding (so nothing the dead client had in flight reaches the upstream).
     "kill_after_mutating": None,
@@ -202,8 +234,15 @@ def normalize(raw: dict[str, Any], allow_startup: bool = False) -> dict[str, Any
             if not isinstance(v, str) or not re.match(r"^https?://", v):
                 raise ValueError(f"upstream: expected http(s)://HOST:PORT, got {v!r}")
             out[key] = v.rstrip("/")
-        elif key in ("latency_ms", "eni_linger_seconds", "namespace_pending_seconds"):
+        elif key in CLOCK:
+            out[key] = None if v is None else _num(key, v)  # null: back to the scaled default
+        elif key in ("latency_ms", "clock_scale"):
             out[key] = _num(key, v)
+        elif key == "unpullable_images":
+            v = [v] if isinstance(v, str) else v
+            if not isinstance(v, list) or not all(isinstance(m, str) and m for m in v):
+                raise ValueError(f"unpullable_images: expected a list of non-empty strings, got {v!r}")
+            out[key] = list(v)
         elif key == "fault_rate":
             out[key] = _num(key, v, 0.0, 1.0)
         elif key == "fault_seed":
@@ -271,7 +310,20 @@ class Call:
         self.protocol: str | None = None  # ec2 | query | json | cbor | None
         self.region = "us-east-1"
         self.access_key = "test"
+        self.scope: str | None = None  # the SigV4 credential scope's service
         self.params: dict[str, Any] = {}
+
+    @property
+    def iam(self) -> bool:
+        """IAM (logged as `other`): only its role calls feed the propagation rules."""
+        if self.protocol != "query":
+            return False
+        return self.scope == "iam" or (self.scope is None and self.operation in IAM_OPS)
+
+    @property
+    def ruled(self) -> bool:
+        """Whether the strict rules look at this call at all."""
+        return (self.service in AWS_SERVICES and self.protocol != "cbor") or self.iam
 
     @property
     def mutating(self) -> bool | None:
@@ -297,6 +349,7 @@ def classify(method: str, path: str, headers: Any, body: bytes) -> Call:
     m = AUTH_RE.search(headers.get("Authorization", "") or "")
     if m:
         c.access_key, c.region, scope_service = m.group(1), m.group(3), m.group(4)
+        c.scope = scope_service
     target = headers.get("X-Amz-Target")
     if target:
         prefix, _, op = target.partition(".")
@@ -412,8 +465,13 @@ class State:
         self.calls: collections.deque = collections.deque(maxlen=100_000)
         self.log_file = open(call_log, "a", encoding="utf-8") if call_log else None
         self.deleted_services: list[dict[str, Any]] = []  # {"ids": set, "ts": float, "arn": str}
+        # What keeps the strict checks cheap on an emulator that holds many stacks: the ECS clusters created through
+        # this proxy, per (region, access key), and each Cloud Map service's namespace (it never changes).
+        self.seen_clusters: dict[tuple[str, str], set[str]] = {}
+        self.sd_namespace_of: dict[str, str] = {}
         self.service_tokens: dict[tuple, str | None] = {}  # (region, cluster, name) -> clientToken
         self.pending_ops: dict[str, float] = {}  # Cloud Map operation id -> first seen
+        self.clock = Clock()  # what the AWS's-clock rules remember
         self.clients: dict[tuple, Any] = {}
         self.kill_count = 0  # successful mutating answers since the kill switch was armed
         self.tripped: int | None = None  # the pid killed: every later call is refused unforwarded
@@ -459,18 +517,35 @@ class State:
             if reset:
                 self.reset_to_startup()
                 self.deleted_services.clear()
+                self.seen_clusters.clear()
+                self.sd_namespace_of.clear()
                 self.pending_ops.clear()
+                self.clock = Clock()
             self._merge(part)
             return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
         snap = copy.deepcopy(self.cfg)
+        # Duration knobs as they act (explicit, or AWS's x clock_scale); which ones were set explicitly.
+        snap.update({knob: self.knob(knob) for knob in CLOCK})
+        snap["knobs_explicit"] = sorted(k for k in CLOCK if self.cfg[k] is not None)
         snap["counters"] = {k: dict(v) for k, v in self.counts.items()}
         snap["buckets"] = {k: round(v[0], 3) for k, v in self.buckets.items()}
         return snap
 
     def rule_on(self, name: str) -> bool:
         return bool(self.cfg["rules"].get(name))
+
+    def knob(self, key: str) -> float:
+        """A duration knob's seconds: explicit, else AWS's duration x clock_scale, else 0 (off)."""
+        v = self.cfg[key]
+        if v is not None:
+            return v
+        return CLOCK[key][0] * self.cfg["clock_scale"]
+
+    def timed(self, rule: str, knob: str) -> float:
+        """The window of a clock rule when it is on and its knob > 0, else 0."""
+        return self.knob(knob) if self.rule_on(rule) else 0.0
 
     # -- per-call decisions (under the lock, in call order) ------------------
     def decide(self, call: Call) -> tuple[tuple[str, str, int] | None, dict[str, Any] | None]:
@@ -565,13 +640,15 @@ class State:
 # ---------------------------------------------------------------------------
 
 
+# moto 5.2.5 keeps "include TAGS" of DescribeServices in a class-level dict shared by all requests: a describe without
+# it, concurrent with one that asks for tags, strips the other's tags. The proxy's own describes always ask for them.
 def _ecs_services(ecs: Any, cluster: str) -> list[dict[str, Any]]:
     arns: list[str] = []
     for page in ecs.get_paginator("list_services").paginate(cluster=cluster):
         arns += page.get("serviceArns", [])
     out = []
     for i in range(0, len(arns), 10):
-        out += ecs.describe_services(cluster=cluster, services=arns[i:i + 10]).get("services", [])
+        out += ecs.describe_services(cluster=cluster, services=arns[i:i + 10], include=["TAGS"]).get("services", [])
     return out
 
 
@@ -600,7 +677,13 @@ def check_rules(state: State, call: Call) -> None:
             return
         if op == "DeleteSecurityGroup" and state.rule_on("sg-referenced"):
             ec2 = state.client("ec2", call)
-            for page in ec2.get_paginator("describe_security_groups").paginate():
+            # Only groups of the same VPC can reference it here (no peering): one page, not the whole emulator.
+            try:
+                own = ec2.describe_security_groups(GroupIds=[res_id])["SecurityGroups"]
+                scope = {"Filters": [{"Name": "vpc-id", "Values": [own[0]["VpcId"]]}]} if own else {}
+            except Exception:
+                scope = {}
+            for page in ec2.get_paginator("describe_security_groups").paginate(**scope):
                 for g in page.get("SecurityGroups", []):
                     if g["GroupId"] == res_id:
                         continue  # a group may reference itself
@@ -632,7 +715,7 @@ def check_rules(state: State, call: Call) -> None:
             return
         ecs = state.client("ecs", call)
         try:
-            existing = ecs.describe_services(cluster=cluster, services=[name]).get("services", [])
+            existing = ecs.describe_services(cluster=cluster, services=[name], include=["TAGS"]).get("services", [])
         except Exception:
             return
         existing = [s for s in existing if s.get("status") in ("ACTIVE", "DRAINING")]
@@ -652,6 +735,10 @@ def check_rules(state: State, call: Call) -> None:
         raise RuleViolation("service-idempotency", "InvalidParameterException",
                             "Creation of service was not idempotent.")
     elif svc == "servicediscovery" and op == "DeleteService" and state.rule_on("sd-service-in-use"):
+        # ECS tasks (rollout model) hold their instances: running ones, and for a while those of a deleted service.
+        if _registry_holders(state, call, p.get("Id", ""))[0]:
+            raise RuleViolation("sd-service-in-use", "ResourceInUse",
+                                "Service contains registered instances; delete the instances before deleting the service")
         try:
             inst = state.client("servicediscovery", call).list_instances(ServiceId=p.get("Id", ""), MaxResults=1)
         except Exception:
@@ -664,9 +751,9 @@ def check_rules(state: State, call: Call) -> None:
         sd = state.client("servicediscovery", call)
         try:
             res = sd.list_services(Filters=[{"Name": "NAMESPACE_ID", "Values": [ns_id], "Condition": "EQ"}])
-            # moto 5.2.5 ignores ListServices filters and lists every namespace's services: keep this one's only.
-            in_namespace = [s for s in res.get("Services", [])
-                            if sd.get_service(Id=s["Id"])["Service"].get("NamespaceId") == ns_id]
+            # moto 5.2.5 ignores ListServices filters and lists every namespace's services: keep this one's only
+            # (each service's namespace is read once and remembered).
+            in_namespace = [s for s in res.get("Services", []) if _sd_namespace(state, sd, s["Id"]) == ns_id]
         except Exception:
             return
         if in_namespace:
@@ -674,20 +761,35 @@ def check_rules(state: State, call: Call) -> None:
                                 "Namespace has associated services; delete the services before deleting the namespace")
 
 
+def _sd_namespace(state: State, sd: Any, service_id: str) -> str | None:
+    with state.lock:
+        known = state.sd_namespace_of.get(service_id)
+    if known is None:
+        known = sd.get_service(Id=service_id)["Service"].get("NamespaceId")
+        with state.lock:
+            state.sd_namespace_of[service_id] = known
+    return known
+
+
 def _eni_blocker(state: State, call: Call, res_id: str) -> str | None:
     """Who still holds a (Fargate) ENI in this subnet/group, if anyone."""
     ecs = state.client("ecs", call)
     try:
-        clusters: list[str] = []
-        for page in ecs.get_paginator("list_clusters").paginate():
-            clusters += page.get("clusterArns", [])
+        # The live clusters created through this proxy, once it has seen any (even if all are deleted since); else
+        # every cluster the emulator lists (the stack was made through another endpoint).
+        with state.lock:
+            known = state.seen_clusters.get((call.region, call.access_key))
+            clusters: list[str] = sorted(known) if known is not None else []
+        if known is None:
+            for page in ecs.get_paginator("list_clusters").paginate():
+                clusters += page.get("clusterArns", [])
         for cl in clusters:
             for s in _ecs_services(ecs, cl):
                 if s.get("status") in ("ACTIVE", "DRAINING") and res_id in _awsvpc_ids(s):
                     return f"{s.get('status')} service {s.get('serviceArn')}"
     except Exception as e:  # upstream hiccup: do not invent an error
         log(f"eni-in-use: could not list ECS services: {e}")
-    linger = state.cfg["eni_linger_seconds"]
+    linger = state.knob("eni_linger_seconds")
     if linger > 0:
         now = time.time()
         with state.lock:
@@ -703,7 +805,8 @@ def before_forward(state: State, call: Call) -> dict[str, Any]:
     if call.service == "ecs" and call.operation == "DeleteService" and state.rule_on("eni-in-use"):
         try:
             svcs = state.client("ecs", call).describe_services(
-                cluster=call.params.get("cluster") or "default", services=[call.params.get("service", "")]
+                cluster=call.params.get("cluster") or "default", services=[call.params.get("service", "")],
+                include=["TAGS"],
             ).get("services", [])
             if svcs:
                 memo["deleted_service"] = {"ids": _awsvpc_ids(svcs[0]), "arn": svcs[0].get("serviceArn")}
@@ -718,6 +821,22 @@ def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response
     if status != 200:
         return resp, None
     op, p = call.operation, call.params
+    if call.service == "ecs" and op in ("CreateCluster", "CreateService", "DeleteCluster"):
+        cluster = _short(p.get("clusterName") or p.get("cluster") or "default")
+        with state.lock:
+            seen = state.seen_clusters.setdefault((call.region, call.access_key), set())
+            if op == "DeleteCluster":
+                seen.discard(cluster)
+            else:
+                seen.add(cluster)
+    elif call.service == "servicediscovery" and op == "CreateService":
+        try:
+            made = json.loads(body).get("Service", {})
+            if made.get("Id") and made.get("NamespaceId"):
+                with state.lock:
+                    state.sd_namespace_of[made["Id"]] = made["NamespaceId"]
+        except ValueError:
+            pass
     if call.service == "ecs" and op == "DeleteService" and "deleted_service" in memo:
         rec = dict(memo["deleted_service"], ts=time.time())
         with state.lock:
@@ -735,7 +854,7 @@ def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response
             with state.lock:
                 state.pending_ops.setdefault(op_id, time.time())
     elif call.service == "servicediscovery" and op == "GetOperation" and state.rule_on("operation-pending"):
-        pending = state.cfg["namespace_pending_seconds"]
+        pending = state.knob("namespace_pending_seconds")
         with state.lock:
             first = state.pending_ops.get(p.get("OperationId", ""))
         if pending > 0 and first is not None and time.time() - first < pending:
@@ -748,7 +867,902 @@ def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response
                 operation["Status"] = "PENDING"
                 operation["UpdateDate"] = operation.get("CreateDate", operation.get("UpdateDate"))
                 return (status, headers, json.dumps(doc).encode()), "rule:operation-pending"
+    return after_clock(state, call, memo, resp)
+
+
+# ---------------------------------------------------------------------------
+# AWS's clock: propagation windows, pending states and ECS rollouts (README "AWS's clock")
+# ---------------------------------------------------------------------------
+
+# EC2 id prefix -> the NotFound error AWS answers to a call naming an id that has not propagated yet.
+ID_NOT_FOUND = {
+    "vpc": ("InvalidVpcID.NotFound", "The vpc ID '{}' does not exist"),
+    "subnet": ("InvalidSubnetID.NotFound", "The subnet ID '{}' does not exist"),
+    "sg": ("InvalidGroup.NotFound", "The security group '{}' does not exist"),
+    "rtb": ("InvalidRouteTableID.NotFound", "The routeTable ID '{}' does not exist"),
+    "igw": ("InvalidInternetGatewayID.NotFound", "The internetGateway ID '{}' does not exist"),
+    "vpce": ("InvalidVpcEndpointId.NotFound", "The Vpc Endpoint Id '{}' does not exist"),
+    "nat": ("NatGatewayNotFound", "NAT gateway {} was not found"),
+    "eipalloc": ("InvalidAllocationID.NotFound", "The allocation ID '{}' does not exist"),
+}
+# EC2 create call -> the XML tag of the id its answer carries (the first one in the answer).
+CREATED_ID_TAG = {
+    "CreateVpc": "vpcId", "CreateSubnet": "subnetId", "CreateSecurityGroup": "groupId",
+    "CreateRouteTable": "routeTableId", "CreateInternetGateway": "internetGatewayId",
+    "CreateVpcEndpoint": "vpcEndpointId", "CreateNatGateway": "natGatewayId", "AllocateAddress": "allocationId",
+}
+TAG_PARAM = re.compile(r"(^|\.)Tag\.\d+\.(Key|Value)$")  # TagSpecification.N.Tag.M.Value, Tag.N.Key: free text
+ECR_PRIVATE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/")
+LINKED_ROLE_MSG = "Unable to assume the service linked role. Please verify that the ECS service linked role exists."
+ROLE_MSG = ("ECS was unable to assume the role '{}' that was provided for this task. Please verify that the role being "
+            "passed has the proper trust relationship and permissions and that your IAM user has permissions to pass "
+            "this role.")
+CANNOT_PULL = "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref {}: not found"
+NO_EGRESS = ("ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: "
+             "failed to resolve ref {}: dial tcp 0.0.0.0:443: i/o timeout")
+ECR_TIMEOUT = ("ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval "
+               "failed: unable to retrieve ecr registry auth: service call has been retried 3 time(s): RequestError: "
+               "send request failed caused by: Post \"https://api.ecr.{}.amazonaws.com/\": dial tcp 0.0.0.0:443: i/o timeout")
+CB_REASON = "ECS deployment circuit breaker: tasks failed to start."
+MAX_EVENTS = 100  # DescribeServices shows a service's latest 100 events
+EPS = 1e-9
+
+
+class Clock:
+    """What the AWS's-clock rules remember. Guarded by State.lock; {"reset": true} forgets all of it."""
+
+    def __init__(self) -> None:
+        self.new_ids: dict[str, float] = {}  # EC2 id -> created
+        self.linked_roles: dict[str, float] = {}  # access key -> ECS service-linked role created
+        self.roles: dict[tuple[str, str], float] = {}  # (access key, role name) -> created
+        self.attached: dict[tuple[str, str], float] = {}  # (access key, role name) -> last AttachRolePolicy
+        self.endpoints: dict[str, dict[str, Any]] = {}  # interface endpoint id -> created, vpc, service, subnets, groups
+        self.nats: dict[str, dict[str, Any]] = {}  # NAT gateway id -> created, deleted, subnet, {allocation: ip}
+        self.services: dict[tuple, dict[str, Any]] = {}  # (region, cluster, name) -> the service's rollout model
+        self.released: list[dict[str, Any]] = []  # Cloud Map services an ECS service stopped using: srv, ts, tasks
+        self.tasks: dict[str, tuple] = {}  # synthetic task id -> (service key, deployment id, kind, index)
+        self.task_defs: dict[str, dict[str, Any]] = {}  # task definition ARN -> family, containers, roles
+
+
+def _indexed(params: dict[str, Any], name: str) -> list[str]:
+    """EC2 list parameters: Name.1, Name.2, ... in order."""
+    pat = re.compile(rf"^{re.escape(name)}\.(\d+)$")
+    hits = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pat.match(k)))
+    return [v for _, v in hits]
+
+
+def _xml_first(body: bytes, tag: str) -> str | None:
+    m = re.search(rf"<{tag}>([^<]+)</{tag}>".encode(), body)
+    return m.group(1).decode() if m else None
+
+
+def _set_states(resp: Response, id_tag: str, change: dict[str, tuple[str, str]]) -> Response:
+    """Rewrite the <state> of the items whose <id_tag> is a key of change: {id: (from, to)}."""
+    status, headers, body = resp
+    text = body.decode("utf-8")
+    for rid, (old, new) in change.items():
+        # From the id to the item's own <state>, never into the next item.
+        pat = re.compile(rf"(<{id_tag}>{re.escape(rid)}</{id_tag}>(?:(?!<{id_tag}>).)*?<state>){old}(</state>)", re.S)
+        text = pat.sub(rf"\g<1>{new}\g<2>", text, count=1)
+    return status, headers, text.encode("utf-8")
+
+
+def _json_body(resp: Response, doc: Any) -> Response:
+    return resp[0], resp[1], json.dumps(doc).encode()
+
+
+def _md5(*parts: Any) -> str:
+    return hashlib.md5("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def _tid(dep_id: str, kind: str, i: int) -> str:
+    """A synthetic task's id: stable for (deployment, kind, index), 32 hex like ECS's."""
+    return _md5(dep_id, kind, i)
+
+
+def _mint_id() -> str:
+    return f"ecs-svc/{random.randrange(10**18, 10**19)}"
+
+
+# -- checks before forwarding ------------------------------------------------
+
+
+def check_clock(state: State, call: Call) -> None:
+    """Raise RuleViolation where AWS's clock refuses the call."""
+    svc, op = call.service, call.operation
+    if svc == "ec2":
+        _check_new_ids(state, call)
+        if op in ("ReleaseAddress", "DeleteSubnet"):
+            _check_nat_holds(state, call)
+    elif svc == "ecs":
+        if op in ("CreateCluster", "CreateService"):
+            _check_linked_role(state, call)
+        if op in ("CreateService", "UpdateService"):
+            _check_awsvpc_ids(state, call)
+        elif op == "RegisterTaskDefinition":
+            _check_role(state, call)
+
+
+def _young_id(state: State, values: Any) -> str | None:
+    """The first of values that is an EC2 id created less than id_propagation_seconds ago."""
+    window = state.timed("id-propagation", "id_propagation_seconds")
+    if window <= 0:
+        return None
+    now = time.time()
+    with state.lock:
+        ids = state.clock.new_ids
+        if not ids:
+            return None
+        for v in values:
+            t = ids.get(v) if isinstance(v, str) else None
+            if t is not None and now - t < window:
+                return v
+    return None
+
+
+def _check_new_ids(state: State, call: Call) -> None:
+    # Any parameter but a filter (a filter just matches nothing on AWS) or a tag (free text): Describe calls naming
+    # the id fail too.
+    rid = _young_id(state, (v for k, v in call.params.items() if not k.startswith("Filter.") and not TAG_PARAM.search(k)))
+    if rid:
+        code, fmt = ID_NOT_FOUND[rid.split("-", 1)[0]]
+        raise RuleViolation("id-propagation", code, fmt.format(rid))
+
+
+def _check_awsvpc_ids(state: State, call: Call) -> None:
+    # ECS looks the subnets and groups up in EC2, and says so in moto's own words for a missing one.
+    cfg = (call.params.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
+    for key, what in (("subnets", "subnet"), ("securityGroups", "security group")):
+        rid = _young_id(state, cfg.get(key) or [])
+        if rid:
+            code, fmt = ID_NOT_FOUND[rid.split("-", 1)[0]]
+            raise RuleViolation("id-propagation", "InvalidParameterException",
+                                f"Error retrieving {what} information for [{rid}]: {fmt.format(rid)} (ErrorCode: {code})")
+
+
+def _check_linked_role(state: State, call: Call) -> None:
+    window = state.timed("linked-role-propagation", "linked_role_seconds")
+    if window <= 0:
+        return
+    with state.lock:
+        t = state.clock.linked_roles.get(call.access_key)
+    if t is not None and time.time() - t < window:
+        raise RuleViolation("linked-role-propagation", "InvalidParameterException", LINKED_ROLE_MSG)
+
+
+def _role_since(state: State, call: Call, arn: str) -> float | None:
+    """When the role named by arn was last created or given a policy through the proxy (under the lock)."""
+    name = arn.rsplit("/", 1)[-1]  # role/R or role/path/R
+    times = [t for t in (state.clock.roles.get((call.access_key, name)),
+                         state.clock.attached.get((call.access_key, name))) if t is not None]
+    return max(times) if times else None
+
+
+def _check_role(state: State, call: Call) -> None:
+    window = state.timed("role-propagation", "role_propagation_seconds")
+    if window <= 0:
+        return
+    now = time.time()
+    for key in ("executionRoleArn", "taskRoleArn"):
+        arn = call.params.get(key)
+        if not isinstance(arn, str) or not arn:
+            continue
+        with state.lock:
+            t = state.clock.roles.get((call.access_key, arn.rsplit("/", 1)[-1]))
+        if t is not None and now - t < window:
+            raise RuleViolation("role-propagation", "ClientException", ROLE_MSG.format(arn))
+
+
+def _check_nat_holds(state: State, call: Call) -> None:
+    # A NAT gateway holds its subnet and its Elastic IP until it is gone: while it lives and while it is deleting.
+    window = state.timed("nat-pending", "nat_pending_seconds")
+    if window <= 0:
+        return
+    p, now = call.params, time.time()
+    with state.lock:
+        nats = [n for n in state.clock.nats.values() if n["deleted"] is None or now - n["deleted"] < window]
+    for n in nats:
+        if call.operation == "DeleteSubnet" and p.get("SubnetId") == n["subnet"]:
+            raise RuleViolation("nat-pending", "DependencyViolation",
+                                f"The subnet '{n['subnet']}' has dependencies and cannot be deleted.")
+        if call.operation == "ReleaseAddress":
+            for alloc, ip in n["addresses"].items():
+                if p.get("AllocationId") == alloc or (ip and p.get("PublicIp") == ip):
+                    raise RuleViolation("nat-pending", "InvalidIPAddress.InUse", f"Address {ip or alloc} is in use.")
+
+
+# -- bookkeeping and rewrites after forwarding --------------------------------
+
+
+def after_clock(state: State, call: Call, memo: dict[str, Any], resp: Response) -> tuple[Response, str | None]:
+    """AWS's-clock bookkeeping after a successful forwarded call, and the rewrites of what the client sees."""
+    handler = CLOCK_AFTER.get(("iam" if call.iam else call.service, call.operation))
+    if handler is None:
+        return resp, None
+    return handler(state, call, resp)
+
+
+def _after_ec2_create(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    window = state.timed("id-propagation", "id_propagation_seconds")
+    rid = _xml_first(resp[2], CREATED_ID_TAG[call.operation])
+    if window > 0 and rid:
+        now = time.time()
+        with state.lock:
+            ids = state.clock.new_ids
+            if len(ids) > 10_000:  # forget the propagated ones now and then
+                for k in [k for k, t in ids.items() if now - t >= window]:
+                    del ids[k]
+            ids[rid] = now
     return resp, None
+
+
+def _after_create_endpoint(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    resp, _ = _after_ec2_create(state, call, resp)
+    p = call.params
+    rid = _xml_first(resp[2], "vpcEndpointId")
+    if not rid or p.get("VpcEndpointType") != "Interface":
+        return resp, None  # gateway endpoints are available at once (the default type is Gateway)
+    rec = {"created": time.time(), "vpc": p.get("VpcId"), "service": p.get("ServiceName") or "",
+           "subnets": _indexed(p, "SubnetId"), "groups": _indexed(p, "SecurityGroupId"), "deleted": None}
+    with state.lock:
+        state.clock.endpoints[rid] = rec
+    if state.timed("endpoint-pending", "endpoint_pending_seconds") > 0:
+        return _set_states(resp, "vpcEndpointId", {rid: ("available", "pending")}), "rule:endpoint-pending"
+    return resp, None
+
+
+def _after_describe_endpoints(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    window = state.timed("endpoint-pending", "endpoint_pending_seconds")
+    if window <= 0:
+        return resp, None
+    now = time.time()
+    with state.lock:
+        young = [rid for rid, e in state.clock.endpoints.items() if e["deleted"] is None and now - e["created"] < window]
+    hits = {rid: ("available", "pending") for rid in young if rid.encode() in resp[2]}
+    if not hits:
+        return resp, None
+    return _set_states(resp, "vpcEndpointId", hits), "rule:endpoint-pending"
+
+
+def _after_delete_endpoints(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # An interface endpoint's ENIs linger after the delete: its subnets and groups stay held (eni-in-use's memory).
+    linger = state.timed("endpoint-pending", "endpoint_pending_seconds") > 0
+    now = time.time()
+    with state.lock:
+        for rid in _indexed(call.params, "VpcEndpointId"):
+            e = state.clock.endpoints.get(rid)
+            if e is None or e["deleted"] is not None:
+                continue
+            e["deleted"] = now
+            if linger:
+                state.deleted_services.append({"ids": set(e["subnets"]) | set(e["groups"]), "ts": now,
+                                               "arn": f"(interface endpoint {rid})"})
+    return resp, None
+
+
+def _after_create_nat(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    resp, _ = _after_ec2_create(state, call, resp)
+    text = resp[2].decode("utf-8")
+    nat_id = _xml_first(resp[2], "natGatewayId")
+    if not nat_id:
+        return resp, None
+    pairs = re.findall(r"<allocationId>([^<]+)</allocationId>((?:(?!</item>).)*)</item>", text, re.S)
+    addresses = {alloc: (re.search(r"<publicIp>([^<]+)</publicIp>", rest) or [None, None])[1] for alloc, rest in pairs}
+    if not addresses and call.params.get("AllocationId"):
+        addresses[call.params["AllocationId"]] = None
+    rec = {"created": time.time(), "deleted": None, "subnet": _xml_first(resp[2], "subnetId"), "addresses": addresses}
+    with state.lock:
+        state.clock.nats[nat_id] = rec
+    if state.timed("nat-pending", "nat_pending_seconds") > 0:
+        return _set_states(resp, "natGatewayId", {nat_id: ("available", "pending")}), "rule:nat-pending"
+    return resp, None
+
+
+def _after_describe_nats(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    window = state.timed("nat-pending", "nat_pending_seconds")
+    if window <= 0:
+        return resp, None
+    now, hits = time.time(), {}
+    with state.lock:
+        for nat_id, n in state.clock.nats.items():
+            if nat_id.encode() not in resp[2]:
+                continue
+            if n["deleted"] is None and now - n["created"] < window:
+                hits[nat_id] = ("available", "pending")
+            elif n["deleted"] is not None and now - n["deleted"] < window:
+                hits[nat_id] = ("deleted", "deleting")  # moto says deleted at once
+    if not hits:
+        return resp, None
+    return _set_states(resp, "natGatewayId", hits), "rule:nat-pending"
+
+
+def _after_delete_nat(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    with state.lock:
+        n = state.clock.nats.get(call.params.get("NatGatewayId", ""))
+        if n is not None and n["deleted"] is None:
+            n["deleted"] = time.time()
+    return resp, None
+
+
+def _after_iam(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # Remembered even with the rules off, so they can be switched on later.
+    op, p, now = call.operation, call.params, time.time()
+    with state.lock:
+        if op == "CreateServiceLinkedRole" and p.get("AWSServiceName") == "ecs.amazonaws.com":
+            state.clock.linked_roles[call.access_key] = now
+        elif op == "CreateRole" and p.get("RoleName"):
+            state.clock.roles[(call.access_key, p["RoleName"])] = now
+        elif op == "AttachRolePolicy" and p.get("RoleName"):
+            state.clock.attached[(call.access_key, p["RoleName"])] = now
+    return resp, None
+
+
+# -- the rollout model ----------------------------------------------------------
+# A service's deployments, oldest first. Each is a dict: id, td, containers, created, net, cb, fail_reason,
+# fail_until (None: healthy; inf: its tasks never start; a time: they fail until then), and, once it is replaced,
+# superseded + frozen (its phase at that moment). Everything the client sees is computed from these and the clock.
+
+
+def _task_def(state: State, call: Call, td: str | None) -> dict[str, Any] | None:
+    """Family, containers (name, image) and roles of a task definition (one DescribeTaskDefinition; ARNs cached)."""
+    if not td:
+        return None
+    with state.lock:
+        hit = state.clock.task_defs.get(td)
+    if hit:
+        return hit
+    try:
+        t = state.client("ecs", call).describe_task_definition(taskDefinition=td)["taskDefinition"]
+    except Exception as e:
+        log(f"rollout: could not describe task definition {td}: {e}")
+        return None
+    info = {"arn": t["taskDefinitionArn"], "family": t.get("family", ""),
+            "containers": [(c.get("name", ""), c.get("image", "")) for c in t.get("containerDefinitions", [])],
+            "roles": [r for r in (t.get("executionRoleArn"), t.get("taskRoleArn")) if r]}
+    with state.lock:
+        state.clock.task_defs[info["arn"]] = info  # a revision never changes
+    return info
+
+
+def _egress(state: State, call: Call, subnets: list[str], public_ip: bool) -> tuple[float | None, set[str]] | None:
+    """When the subnets get a way out to 0.0.0.0/0 (a NAT gateway, or an internet gateway with a public IP):
+    (time it is ready, or None for never; the subnets' VPCs). None when the upstream cannot tell."""
+    ec2 = state.client("ec2", call)
+    try:
+        tables = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": subnets}])["RouteTables"]
+        covered = {a.get("SubnetId") for t in tables for a in t.get("Associations", [])}
+        vpcs = {s["VpcId"] for s in ec2.describe_subnets(SubnetIds=subnets)["Subnets"]}
+        if set(subnets) - covered:  # the others use their VPC's main table
+            tables += ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": sorted(vpcs)},
+                                                         {"Name": "association.main", "Values": ["true"]}])["RouteTables"]
+    except Exception as e:
+        log(f"rollout: could not read the route tables of {subnets}: {e}")
+        return None
+    window = state.timed("nat-pending", "nat_pending_seconds")
+    ready: list[float] = []
+    for r in (r for t in tables for r in t.get("Routes", []) if r.get("DestinationCidrBlock") == "0.0.0.0/0"):
+        if r.get("NatGatewayId"):
+            with state.lock:
+                n = state.clock.nats.get(r["NatGatewayId"])
+            if n is None:
+                ready.append(0.0)
+            elif n["deleted"] is None:
+                ready.append(n["created"] + window if window > 0 else 0.0)
+        elif public_ip and str(r.get("GatewayId", "")).startswith("igw-"):
+            ready.append(0.0)
+    return (min(ready) if ready else None), vpcs
+
+
+def _start_failure(state: State, call: Call, info: dict[str, Any] | None, net: dict[str, Any] | None,
+                   now: float) -> tuple[str, float, str | None] | None:
+    """Why a new deployment's tasks cannot start: (stopped reason, until when (inf: never), container), or None."""
+    if not info:
+        return None
+    containers = info["containers"]
+    for name, image in containers:
+        if any(m in image for m in state.cfg["unpullable_images"]):
+            return CANNOT_PULL.format(image), math.inf, name
+    blockers: list[tuple[float, str, str | None]] = []
+    vpc_cfg = (net or {}).get("awsvpcConfiguration") or {}
+    subnets = list(vpc_cfg.get("subnets") or [])
+    public = [(n, i) for n, i in containers if not ECR_PRIVATE.match(i)]  # no VPC endpoint serves these
+    ep_window = state.timed("endpoint-pending", "endpoint_pending_seconds")
+    with state.lock:
+        ecr_pending = [e for e in state.clock.endpoints.values()
+                       if ep_window > 0 and ".ecr." in e["service"] and e["deleted"] is None
+                       and e["created"] + ep_window > now]
+    egress = _egress(state, call, subnets, vpc_cfg.get("assignPublicIp") == "ENABLED") if subnets and (
+        public or ecr_pending) else None
+    if egress is not None:
+        ready, vpcs = egress
+        if public and ready is None:
+            return NO_EGRESS.format(public[0][1]), math.inf, public[0][0]
+        if public and ready > now:
+            blockers.append((ready, NO_EGRESS.format(public[0][1]), public[0][0]))
+        if not public and ready is None:  # private ECR through interface endpoints that are still pending
+            ends = [e["created"] + ep_window for e in ecr_pending if e["vpc"] in vpcs]
+            if ends:
+                blockers.append((max(ends), ECR_TIMEOUT.format(call.region), containers[0][0] if containers else None))
+    window = state.timed("role-propagation", "role_propagation_seconds")
+    if window > 0:
+        for arn in info["roles"]:
+            with state.lock:
+                since = _role_since(state, call, arn)
+            if since is not None and since + window > now:
+                blockers.append((since + window, ROLE_MSG.format(arn), None))
+    if not blockers:
+        return None
+    until, reason, container = max(blockers, key=lambda b: b[0])  # the one that lasts longest
+    return reason, until, container
+
+
+def _breaker(params: dict[str, Any]) -> dict[str, bool]:
+    cb = (params.get("deploymentConfiguration") or {}).get("deploymentCircuitBreaker") or {}
+    return {"enable": bool(cb.get("enable")), "rollback": bool(cb.get("rollback"))}
+
+
+def _registry_ids(registries: Any) -> list[str]:
+    return [_short(r["registryArn"]) for r in registries or [] if isinstance(r, dict) and r.get("registryArn")]
+
+
+def _deployment(dep_id: str, info: dict[str, Any] | None, td: str | None, created: float, net: Any,
+                fail: tuple[str, float, str | None] | None, cb: dict[str, bool], base: dict[str, Any]) -> dict[str, Any]:
+    return {"id": dep_id, "td": info["arn"] if info else td, "family": info["family"] if info else "",
+            "containers": info["containers"] if info else [], "created": created, "net": net, "cb": dict(cb),
+            "fail_reason": fail[0] if fail else None, "fail_until": fail[1] if fail else None,
+            "fail_container": fail[2] if fail else None, "base": base,
+            "superseded": None, "frozen": None, "final": None, "rolled_back_to": None}
+
+
+def _phase(d: dict[str, Any], desired: int, t: float, R: float) -> dict[str, Any]:
+    """Where deployment d stands at time t. Failing tasks are retried in waves of max(1, desired) every R/3 s; the
+    circuit breaker trips at R if they still fail; a healthy deployment ramps its running tasks linearly over R."""
+    created, n, wave = d["created"], max(1, desired), R / 3.0
+    ph = {"desired": desired, "running": 0, "pending": desired, "failed": 0, "fail_started": 0,
+          "healthy_from": None, "done_at": None, "state": "IN_PROGRESS", "updated": created}
+    if desired == 0:  # nothing to start: complete at once
+        return dict(ph, state="COMPLETED", pending=0, healthy_from=created, done_at=created)
+    until = d["fail_until"]
+    if until is None or until <= created:
+        waves = 0
+    else:
+        waves = math.inf if until == math.inf else math.ceil((until - created) / wave - EPS)
+    tripped = d["cb"]["enable"] and waves * wave > R + EPS
+    limit = 3 if tripped else waves
+    ended = max(0, int(min(limit, int((t - created) / wave + EPS))))
+    ph.update(failed=n * ended, fail_started=n * int(min(limit, ended + 1)) if waves else 0,
+              updated=created + ended * wave)
+    if tripped:
+        if t >= created + R - EPS:
+            return dict(ph, state="FAILED", pending=0, failed=3 * n, fail_started=3 * n, done_at=created + R,
+                        updated=created + R)
+        return ph
+    if waves == math.inf:
+        return ph  # no circuit breaker: it "hangs", failing for ever
+    h = created + waves * wave
+    if t < h:
+        return ph
+    ph.update(healthy_from=h, fail_started=n * waves)
+    if t >= h + R - EPS:
+        return dict(ph, state="COMPLETED", running=desired, pending=0, done_at=h + R, updated=h + R)
+    running = min(desired, int(desired * (t - h) / R + EPS))
+    return dict(ph, running=running, pending=desired - running, updated=h + running * R / desired if running else h)
+
+
+def _current(svc: dict[str, Any], d: dict[str, Any], now: float, R: float) -> dict[str, Any]:
+    """d's phase now: frozen once replaced; COMPLETED and FAILED stick (a count change keeps COMPLETED)."""
+    if d["frozen"]:
+        return d["frozen"]
+    final = d["final"]
+    if final and final["state"] == "COMPLETED":
+        desired = svc["desired"]
+        return dict(final, desired=desired, running=desired, pending=0)
+    if final:
+        return final
+    ph = _phase(d, svc["desired"], now, R)
+    if ph["state"] != "IN_PROGRESS":
+        d["final"] = ph
+    return ph
+
+
+def _supersede(svc: dict[str, Any], d: dict[str, Any], at: float, R: float) -> None:
+    d["frozen"] = _current(svc, d, at, R)
+    d["superseded"] = at
+
+
+def _advance(svc: dict[str, Any], now: float, R: float) -> list[tuple]:
+    """Materialize circuit-breaker rollbacks that are due; -> upstream actions (run them outside the lock)."""
+    actions: list[tuple] = []
+    d = svc["deployments"][-1]
+    ph = _current(svc, d, now, R)
+    if ph["state"] != "FAILED" or not d["cb"]["rollback"] or d["rolled_back_to"]:
+        return actions
+    target = next((o for o in reversed(svc["deployments"][:-1]) if (o["frozen"] or {}).get("state") == "COMPLETED"), None)
+    if target is None:
+        return actions  # nothing completed to go back to: it stays FAILED
+    at = ph["done_at"]
+    _supersede(svc, d, at, R)
+    d["rolled_back_to"] = target["id"]
+    rb = dict(_deployment(_mint_id(), None, target["td"], at, target["net"], None, d["cb"], target["base"]),
+              family=target["family"], containers=target["containers"])
+    svc["deployments"].append(rb)
+    actions.append(("rollback", svc["cluster"], svc["name"], target["td"]))
+    return actions
+
+
+def _listed(svc: dict[str, Any], now: float, R: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(deployment, phase) as DescribeServices lists them: the primary first; the older ones keep their tasks until
+    it completes (those before the last completed one are gone)."""
+    deps = svc["deployments"]
+    out = [(deps[-1], _current(svc, deps[-1], now, R))]
+    if out[0][1]["state"] == "COMPLETED":
+        return out
+    for d in reversed(deps[:-1]):
+        out.append((d, d["frozen"]))
+        if d["frozen"]["state"] == "COMPLETED":
+            break
+    return out
+
+
+def _running_tasks(svc: dict[str, Any], now: float, R: float) -> list[dict[str, Any]]:
+    if svc["deleted"] is not None:
+        return []
+    return [{"id": _tid(d["id"], "run", i), "service": svc["name"], "cluster": svc["cluster"], "family": d["family"]}
+            for d, ph in _listed(svc, now, R) for i in range(ph["running"])]
+
+
+def _deployment_json(d: dict[str, Any], ph: dict[str, Any], primary: bool) -> dict[str, Any]:
+    reason = {"IN_PROGRESS": f"ECS deployment {d['id']} in progress.",
+              "COMPLETED": f"ECS deployment {d['id']} completed.", "FAILED": CB_REASON}[ph["state"]]
+    out = dict(d["base"])
+    out.update({"id": d["id"], "status": "PRIMARY" if primary else "ACTIVE", "taskDefinition": d["td"],
+                "desiredCount": ph["desired"], "pendingCount": ph["pending"] if primary else 0,
+                "runningCount": ph["running"], "failedTasks": ph["failed"], "createdAt": d["created"],
+                "updatedAt": ph["updated"], "rolloutState": ph["state"], "rolloutStateReason": reason})
+    if d["net"]:
+        out["networkConfiguration"] = d["net"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _deployment_events(state: State, svc: dict[str, Any], d: dict[str, Any], ph: dict[str, Any],
+                       R: float) -> list[dict[str, Any]]:
+    name, out = svc["name"], []
+
+    def event(t: float, kind: str, i: int, msg: str) -> None:
+        out.append({"id": str(uuid.UUID(_md5(d["id"], kind, i))), "createdAt": t, "message": f"(service {name}) {msg}"})
+
+    n, wave = max(1, ph["desired"]), R / 3.0
+    for j in range(max(0, ph["fail_started"] - MAX_EVENTS), ph["fail_started"]):
+        tid = _tid(d["id"], "fail", j)
+        state.clock.tasks[tid] = (svc["key"], d["id"], "fail", j)
+        event(d["created"] + (j // n) * wave, "start-fail", j, f"has started 1 tasks: (task {tid}).")
+    if ph["healthy_from"] is not None and ph["desired"]:
+        for i in range(min(ph["running"], MAX_EVENTS)):
+            tid = _tid(d["id"], "run", i)
+            state.clock.tasks[tid] = (svc["key"], d["id"], "run", i)
+            event(ph["healthy_from"] + (i + 1) * R / ph["desired"], "start", i, f"has started 1 tasks: (task {tid}).")
+    # Just after the last task started, newest first: steady state above completed above the last start.
+    if ph["state"] == "COMPLETED":
+        event(ph["done_at"] + 0.001, "completed", 0, f"(deployment {d['id']}) deployment completed.")
+        event(ph["done_at"] + 0.002, "steady", 0, "has reached a steady state.")
+    elif ph["state"] == "FAILED":
+        event(ph["done_at"] + 0.001, "failed", 0, f"(deployment {d['id']}) deployment failed: tasks failed to start.")
+        if d["rolled_back_to"]:
+            event(ph["done_at"] + 0.002, "rollback", 0, f"rolling back to deployment {d['rolled_back_to']}.")
+    return out
+
+
+def _render(state: State, svc: dict[str, Any], s: dict[str, Any], now: float, R: float) -> list[tuple]:
+    """Rewrite one service of an ECS answer from its rollout model (under the lock); -> upstream actions."""
+    svc["desired"] = int(s.get("desiredCount") or 0)
+    actions = _advance(svc, now, R)
+    listed = _listed(svc, now, R)
+    primary, ph = listed[0]
+    s["deployments"] = [_deployment_json(d, p, d is primary) for d, p in listed]
+    s["runningCount"] = sum(p["running"] for _, p in listed)
+    s["pendingCount"] = ph["pending"]
+    s["taskDefinition"] = primary["td"]  # after a rollback: the rolled-back one
+    events = [e for d in svc["deployments"] for e in _deployment_events(state, svc, d, _current(svc, d, now, R), R)]
+    events.sort(key=lambda e: e["createdAt"], reverse=True)
+    s["events"] = events[:MAX_EVENTS]
+    if svc["dep_config"] and not s.get("deploymentConfiguration"):
+        s["deploymentConfiguration"] = svc["dep_config"]  # moto drops it on CreateService
+    return actions
+
+
+def _run_actions(state: State, call: Call, actions: list[tuple]) -> None:
+    """Make moto agree with a rollback. Straight to the upstream: not a client call, so not in the call log."""
+    for _, cluster, name, td in actions:
+        try:
+            state.client("ecs", call).update_service(cluster=cluster, service=name, taskDefinition=td)
+        except Exception as e:
+            log(f"rollout: could not roll {cluster}/{name} back upstream: {e}")
+
+
+def _release(state: State, call: Call, srv: str, tasks: list[dict[str, Any]], now: float) -> None:
+    """Stopped tasks keep their Cloud Map instances for eni_linger_seconds (under the lock)."""
+    if tasks:
+        state.clock.released.append({"srv": srv, "ts": now, "tasks": tasks, "region": call.region})
+
+
+def _service_key(call: Call, s: dict[str, Any]) -> tuple:
+    return call.region, _short(s.get("clusterArn") or "default"), s.get("serviceName")
+
+
+def _after_create_service(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    R = state.timed("rollout", "rollout_seconds")
+    if R <= 0:
+        return resp, None
+    doc = json.loads(resp[2])
+    s, p = doc.get("service") or {}, call.params
+    deps = s.get("deployments") or []
+    if not deps or not s.get("serviceName"):
+        return resp, None  # not the ECS rolling deployment controller
+    now = time.time()
+    net = p.get("networkConfiguration") or s.get("networkConfiguration") or None
+    info = _task_def(state, call, s.get("taskDefinition"))
+    fail = _start_failure(state, call, info, net, now)
+    base = {k: deps[0][k] for k in ("launchType", "platformFamily", "platformVersion", "capacityProviderStrategy")
+            if deps[0].get(k) is not None}
+    key = _service_key(call, s)
+    svc = {"key": key, "name": s["serviceName"], "cluster": key[1], "cluster_arn": s.get("clusterArn", ""),
+           "arn": s.get("serviceArn", ""), "region": call.region, "launch_type": s.get("launchType"),
+           "desired": int(s.get("desiredCount") or 0), "deleted": None, "cb": _breaker(p),
+           "dep_config": p.get("deploymentConfiguration"), "registries": _registry_ids(p.get("serviceRegistries")),
+           "deployments": []}
+    svc["deployments"].append(_deployment(deps[0]["id"], info, s.get("taskDefinition"), now, net, fail, svc["cb"], base))
+    with state.lock:
+        state.clock.services[key] = svc
+        _render(state, svc, s, now, R)
+    return _json_body(resp, doc), "rule:rollout"
+
+
+def _after_update_service(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    R = state.timed("rollout", "rollout_seconds")
+    if R <= 0:
+        return resp, None
+    doc = json.loads(resp[2])
+    s, p, now = doc.get("service") or {}, call.params, time.time()
+    key = _service_key(call, s)
+    with state.lock:
+        svc = state.clock.services.get(key)
+        if svc is None or svc["deleted"] is not None:
+            return resp, None
+        current = svc["deployments"][-1]
+    info = _task_def(state, call, p.get("taskDefinition")) if p.get("taskDefinition") else None
+    # These start a deployment (API reference: "triggers a new service deployment"); a count alone does not.
+    starts = ((info is not None and info["arn"] != current["td"]) or "networkConfiguration" in p
+              or "serviceRegistries" in p or p.get("forceNewDeployment") is True)
+    if "deploymentConfiguration" in p:
+        with state.lock:
+            svc["dep_config"] = dict(svc["dep_config"] or {}, **p["deploymentConfiguration"])
+            if "deploymentCircuitBreaker" in p["deploymentConfiguration"]:
+                svc["cb"] = _breaker(p)
+    fail = None
+    if starts:
+        info = info or _task_def(state, call, current["td"])
+        fail = _start_failure(state, call, info, p.get("networkConfiguration") or current["net"], now)
+    with state.lock:
+        actions = _advance(svc, now, R)  # a rollback that was due happened before this update
+        if starts:
+            if p.get("taskDefinition"):
+                actions = []  # the client's task definition wins over a rollback's
+            old = svc["deployments"][-1]
+            moto_id = ((s.get("deployments") or [{}])[0]).get("id")
+            dep_id = moto_id if moto_id and all(d["id"] != moto_id for d in svc["deployments"]) else _mint_id()
+            _supersede(svc, old, now, R)
+            svc["deployments"].append(_deployment(dep_id, info, old["td"], now, p.get("networkConfiguration") or old["net"],
+                                                  fail, svc["cb"], old["base"]))
+        before = _running_tasks(svc, now, R)
+        if "serviceRegistries" in p:
+            kept = _registry_ids(p["serviceRegistries"])
+            for srv in set(svc["registries"]) - set(kept):
+                _release(state, call, srv, before, now)
+            svc["registries"] = kept
+        actions += _render(state, svc, s, now, R)
+        # A scale-down stops tasks: their instances linger like their ENIs.
+        after = {t["id"] for t in _running_tasks(svc, now, R)}
+        for srv in svc["registries"]:
+            _release(state, call, srv, [t for t in before if t["id"] not in after], now)
+    _run_actions(state, call, actions)
+    return _json_body(resp, doc), "rule:rollout"
+
+
+def _after_delete_service(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    s = json.loads(resp[2]).get("service") or {}
+    R, now = state.timed("rollout", "rollout_seconds"), time.time()
+    with state.lock:
+        svc = state.clock.services.get(_service_key(call, s))
+        if svc is None or svc["deleted"] is not None:
+            return resp, None
+        # Its tasks (and their Cloud Map instances) go; the instances linger like the ENIs.
+        tasks = _running_tasks(svc, now, R) if R > 0 else []
+        for srv in svc["registries"]:
+            _release(state, call, srv, tasks, now)
+        svc["deleted"] = now
+    return resp, None
+
+
+def _after_describe_services(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    R = state.timed("rollout", "rollout_seconds")
+    with state.lock:
+        if R <= 0 or not state.clock.services:
+            return resp, None
+    doc, now, actions, touched = json.loads(resp[2]), time.time(), [], False
+    with state.lock:
+        for s in doc.get("services") or []:
+            svc = state.clock.services.get(_service_key(call, s))
+            if svc and svc["deleted"] is None and s.get("status") in ("ACTIVE", "DRAINING"):
+                actions += _render(state, svc, s, now, R)
+                touched = True
+    if not touched:
+        return resp, None
+    _run_actions(state, call, actions)
+    return _json_body(resp, doc), "rule:rollout"
+
+
+def _after_list_tasks(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # The stopped tasks of failing deployments (AWS keeps them visible for about an hour); running ones are moto's.
+    R, p = state.timed("rollout", "rollout_seconds"), call.params
+    if R <= 0 or p.get("desiredStatus") != "STOPPED" or not (p.get("serviceName") or p.get("startedBy")):
+        return resp, None
+    doc = json.loads(resp[2])
+    if doc.get("nextToken"):
+        return resp, None  # appended to the last page only
+    cluster, now, stopped = _short(p.get("cluster") or "default"), time.time(), []
+    with state.lock:
+        for svc in state.clock.services.values():
+            if svc["region"] != call.region or svc["cluster"] != cluster:
+                continue
+            for d in svc["deployments"]:
+                if p.get("startedBy") and p["startedBy"] != d["id"]:
+                    continue
+                if p.get("serviceName") and _short(p["serviceName"]) != svc["name"]:
+                    continue
+                ph = _current(svc, d, now, R)
+                for j in range(max(0, ph["failed"] - MAX_EVENTS), ph["failed"]):
+                    tid = _tid(d["id"], "fail", j)
+                    state.clock.tasks[tid] = (svc["key"], d["id"], "fail", j)
+                    stopped.append((d["created"] + (j // max(1, ph["desired"]) + 1) * R / 3.0, _task_arn(svc, tid)))
+    if not stopped:
+        return resp, None
+    stopped.sort(reverse=True)
+    doc["taskArns"] = list(doc.get("taskArns") or []) + [arn for _, arn in stopped[:MAX_EVENTS]]
+    return _json_body(resp, doc), "rule:rollout"
+
+
+def _task_arn(svc: dict[str, Any], tid: str) -> str:
+    head = svc["arn"].split(":service/", 1)[0] if ":service/" in svc["arn"] else f"arn:aws:ecs:{svc['region']}:000000000000"
+    return f"{head}:task/{svc['cluster']}/{tid}"
+
+
+def _task_json(svc: dict[str, Any], d: dict[str, Any], kind: str, i: int, now: float, R: float) -> dict[str, Any]:
+    """A synthetic task of the rollout model, as DescribeTasks shows it."""
+    tid = _tid(d["id"], kind, i)
+    arn = _task_arn(svc, tid)
+    ph = _current(svc, d, now, R)
+    task = {"taskArn": arn, "clusterArn": svc["cluster_arn"], "taskDefinitionArn": d["td"],
+            "group": f"service:{svc['name']}", "startedBy": d["id"], "launchType": svc["launch_type"],
+            "version": 1, "attachments": [], "tags": []}
+    reason, failing = None, kind == "fail"
+    if failing:
+        start = d["created"] + (i // max(1, ph["desired"])) * R / 3.0
+        stopped_at = start + R / 3.0
+        reason = d["fail_reason"]
+        stop_code = "TaskFailedToStart"
+    else:
+        start = (ph["healthy_from"] or d["created"]) + (i + 1) * R / max(1, ph["desired"])
+        listed = _listed(svc, now, R) if svc["deleted"] is None else []
+        running = any(dd is d and i < pp["running"] for dd, pp in listed)
+        stopped_at = None if running else (svc["deleted"] or (listed[0][1]["done_at"] if listed else None) or now)
+        stop_code = "ServiceSchedulerInitiated"
+        if not running:
+            by = listed[0][0]["id"] if listed else d["id"]
+            task["stoppedReason"] = f"Scaling activity initiated by (deployment {by})"
+        task["startedAt"] = start
+    task["createdAt"] = start
+    if stopped_at is not None and stopped_at <= now:
+        task.update(lastStatus="STOPPED", desiredStatus="STOPPED", stopCode=stop_code, stoppingAt=stopped_at,
+                    stoppedAt=stopped_at, executionStoppedAt=stopped_at)
+        if reason:
+            task["stoppedReason"] = reason
+        status = "STOPPED"
+    else:
+        status = "PROVISIONING" if failing else "RUNNING"
+        task.update(lastStatus=status, desiredStatus="RUNNING")
+    task["containers"] = []
+    for name, image in d["containers"]:
+        c = {"containerArn": f"{arn.replace(':task/', ':container/', 1)}/{uuid.UUID(_md5(tid, name))}", "taskArn": arn,
+             "name": name, "image": image, "lastStatus": "PENDING" if status == "PROVISIONING" else status}
+        if reason and status == "STOPPED" and d["fail_container"] in (None, name):
+            c["reason"] = reason
+        task["containers"].append(c)
+    return {k: v for k, v in task.items() if v is not None}
+
+
+def _after_describe_tasks(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    R = state.timed("rollout", "rollout_seconds")
+    if R <= 0:
+        return resp, None
+    wanted = [_short(t) for t in call.params.get("tasks") or [] if isinstance(t, str)]
+    now, tasks = time.time(), []
+    with state.lock:
+        for tid in wanted:
+            ref = state.clock.tasks.get(tid)
+            svc = state.clock.services.get(ref[0]) if ref else None
+            d = next((d for d in svc["deployments"] if d["id"] == ref[1]), None) if svc else None
+            if d is not None:
+                tasks.append(_task_json(svc, d, ref[2], ref[3], now, R))
+    if not tasks:
+        return resp, None
+    doc = json.loads(resp[2])
+    ours = {_short(t["taskArn"]) for t in tasks}
+    doc["tasks"] = list(doc.get("tasks") or []) + tasks
+    doc["failures"] = [f for f in doc.get("failures") or [] if _short(f.get("arn") or "") not in ours]
+    return _json_body(resp, doc), "rule:rollout"
+
+
+def _registry_holders(state: State, call: Call, srv: str) -> tuple[bool, list[dict[str, Any]]]:
+    """Whether ECS still holds Cloud Map service srv, and the tasks registered in it (sd-service-in-use, rollout on):
+    an ACTIVE service listing it with desired > 0 or running tasks, or tasks of a service that stopped using it
+    (deleted, scaled down, registry changed) less than eni_linger_seconds ago."""
+    R = state.timed("rollout", "rollout_seconds")
+    if R <= 0 or not srv:
+        return False, []
+    now, linger, held, tasks, actions = time.time(), state.knob("eni_linger_seconds"), False, [], []
+    with state.lock:
+        for svc in state.clock.services.values():
+            if svc["region"] != call.region or svc["deleted"] is not None or srv not in svc["registries"]:
+                continue
+            actions += _advance(svc, now, R)
+            running = _running_tasks(svc, now, R)
+            if svc["desired"] > 0 or running:
+                held, tasks = True, tasks + running
+        for rec in state.clock.released:
+            if rec["srv"] == srv and rec["region"] == call.region and now - rec["ts"] < linger:
+                held, tasks = True, tasks + rec["tasks"]
+    _run_actions(state, call, actions)
+    return held, tasks
+
+
+def _after_list_instances(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # One instance per running task, as ECS registers them, so a client waiting for them to go sees them go.
+    if not state.rule_on("sd-service-in-use"):
+        return resp, None
+    _, tasks = _registry_holders(state, call, call.params.get("ServiceId") or "")
+    if not tasks:
+        return resp, None
+    doc = json.loads(resp[2])
+    seen = {i.get("Id") for i in doc.get("Instances") or []}
+    for t in tasks:
+        if t["id"] in seen:
+            continue
+        b = bytes.fromhex(t["id"])
+        doc.setdefault("Instances", []).append({"Id": t["id"], "Attributes": {
+            "AWS_INSTANCE_IPV4": f"10.{b[0]}.{b[1]}.{b[2] % 254 + 1}", "AWS_INIT_HEALTH_STATUS": "HEALTHY",
+            "ECS_CLUSTER_NAME": t["cluster"], "ECS_SERVICE_NAME": t["service"],
+            "ECS_TASK_DEFINITION_FAMILY": t["family"], "REGION": call.region}})
+        seen.add(t["id"])
+    return _json_body(resp, doc), "rule:sd-service-in-use"
+
+
+CLOCK_AFTER: dict[tuple[str, str | None], Any] = {
+    **{("ec2", op): _after_ec2_create for op in CREATED_ID_TAG},
+    ("ec2", "CreateVpcEndpoint"): _after_create_endpoint,
+    ("ec2", "DescribeVpcEndpoints"): _after_describe_endpoints,
+    ("ec2", "DeleteVpcEndpoints"): _after_delete_endpoints,
+    ("ec2", "CreateNatGateway"): _after_create_nat,
+    ("ec2", "DescribeNatGateways"): _after_describe_nats,
+    ("ec2", "DeleteNatGateway"): _after_delete_nat,
+    **{("iam", op): _after_iam for op in IAM_OPS},
+    ("ecs", "CreateService"): _after_create_service,
+    ("ecs", "UpdateService"): _after_update_service,
+    ("ecs", "DeleteService"): _after_delete_service,
+    ("ecs", "DescribeServices"): _after_describe_services,
+    ("ecs", "ListTasks"): _after_list_tasks,
+    ("ecs", "DescribeTasks"): _after_describe_tasks,
+    ("servicediscovery", "ListInstances"): _after_list_instances,
+}
 
 
 # ---------------------------------------------------------------------------
@@ -859,9 +1873,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             resp, injected = error_response(call, error_code, msg, status), kind
 
         memo: dict[str, Any] = {}
-        if resp is None and call.service in AWS_SERVICES and call.protocol != "cbor":
-            # 4. strict rules, checked against live upstream state.
+        if resp is None and call.ruled:
+            # 4. strict rules, checked against live upstream state (AWS's clock first: a NotFound comes before all).
             try:
+                check_clock(state, call)
                 check_rules(state, call)
                 memo = before_forward(state, call)
             except RuleViolation as v:
@@ -881,7 +1896,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 resp = (502, [("Content-Type", "text/plain")], f"proxy: upstream {state.cfg['upstream']} failed: {e}\n".encode())
                 error_code = "UpstreamUnreachable"
             else:
-                if call.service in AWS_SERVICES and call.protocol != "cbor":
+                if call.ruled:
                     try:
                         resp, rewritten = after_forward(state, call, memo, resp)
                         injected = rewritten or injected
@@ -988,6 +2003,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-rule", action="append", metavar="NAME", help="disable one rule (after --strict)")
     ap.add_argument("--eni-linger-seconds", type=float, help="deleted ECS services block their subnets/SGs this long")
     ap.add_argument("--namespace-pending-seconds", type=float, help="Cloud Map namespace operations stay PENDING this long")
+    ap.add_argument("--id-propagation-seconds", type=float, help="new EC2 ids are NotFound this long (id-propagation)")
+    ap.add_argument("--linked-role-seconds", type=float, help="a new ECS service-linked role is unusable this long")
+    ap.add_argument("--role-propagation-seconds", type=float, help="a new IAM role cannot be passed/assumed this long")
+    ap.add_argument("--endpoint-pending-seconds", type=float, help="interface endpoints stay pending this long")
+    ap.add_argument("--nat-pending-seconds", type=float, help="NAT gateways stay pending / deleting this long")
+    ap.add_argument("--rollout-seconds", type=float, help="an ECS deployment takes this long (rollout)")
+    ap.add_argument("--clock-scale", type=float, metavar="F",
+                    help="every duration knob not set explicitly is AWS's duration x F")
+    ap.add_argument("--unpullable-image", action="append", metavar="SUBSTRING",
+                    help="images containing this never pull (rollout; repeatable; default: unpullable)")
     ap.add_argument("--call-log", help="append one JSON line per call to this file")
     ap.add_argument("--watch-pid", type=int, help="exit when process PID exits")
     ap.add_argument("--verbose", "-v", action="store_true", help="log every call to stderr")
@@ -1001,8 +2026,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         with open(args.config, "rb") as f:
             raw.update(tomllib.load(f))
     cli: dict[str, Any] = {}
-    for key in ("upstream", "port", "latency_ms", "fault_rate", "fault_seed", "eni_linger_seconds",
-                "namespace_pending_seconds", "call_log", "watch_pid"):
+    for key in ("upstream", "port", "latency_ms", "fault_rate", "fault_seed", *CLOCK, "clock_scale",
+                "call_log", "watch_pid"):
         v = getattr(args, key)
         if v is not None:
             cli[key] = v
@@ -1014,6 +2039,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         cli["fail_nth"] = args.fail_nth
     if args.fail_after_nth:
         cli["fail_after_nth"] = args.fail_after_nth
+    if args.unpullable_image:
+        cli["unpullable_images"] = args.unpullable_image
     # File first, then the command line on top.
     merged = normalize(raw, allow_startup=True)
     over = normalize(cli, allow_startup=True)

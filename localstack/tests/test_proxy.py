@@ -10,11 +10,13 @@ own resources and never calls /moto-api/reset, so a shared server is safe.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import http.server
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import signal
@@ -718,6 +720,479 @@ class TestScripts(unittest.TestCase):
         finally:
             srv.shutdown()
             srv.server_close()
+
+
+# --------------------------------------------------------------------------- AWS's clock
+
+ECR_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1"  # private ECR: pullable without NAT
+
+
+def eventually(fn, timeout: float = 15.0, every: float = 0.1):
+    """fn() until it returns something truthy (-> that), or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not there after {timeout} s: {got!r}")
+        time.sleep(every)
+
+
+def _subnet_cidr(ec2, vpc: str, n: int) -> str:
+    return ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"].replace("0.0/16", f"{n}.0/24")
+
+
+class ClockTestCase(ProxyTestCase):
+    """Network made before the clock rules go on, so that only the rule under test acts."""
+
+    def network(self, t: str) -> tuple[str, str, str]:
+        vpc = make_vpc(self.ec2, t)
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, 1))["Subnet"]["SubnetId"]
+        sg = self.ec2.create_security_group(GroupName=f"g-{t}", Description="g", VpcId=vpc)["GroupId"]
+        return vpc, subnet, sg
+
+    def task_def(self, family: str, image: str = ECR_IMAGE, **extra) -> str:
+        return self.ecs.register_task_definition(
+            family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+            containerDefinitions=[{"name": "app", "image": image, "essential": True}], **extra,
+        )["taskDefinition"]["taskDefinitionArn"]
+
+    def service(self, cluster: str, name: str, td: str, subnet: str, sg: str, desired: int = 2,
+                breaker: dict | None = None, **extra) -> dict:
+        self.ecs.create_cluster(clusterName=cluster)
+        kwargs = dict(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=desired, launchType="FARGATE",
+                      networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg]}}, **extra)
+        if breaker is not None:
+            kwargs["deploymentConfiguration"] = {"deploymentCircuitBreaker": breaker}
+        return self.ecs.create_service(**kwargs)["service"]
+
+    def describe(self, cluster: str, name: str) -> dict:
+        return self.ecs.describe_services(cluster=cluster, services=[name])["services"][0]
+
+
+class TestClockScale(ProxyTestCase):
+    def test_strict_alone_leaves_every_clock_knob_off(self):
+        snap = admin({"strict": True})
+        for knob in ("id_propagation_seconds", "linked_role_seconds", "role_propagation_seconds",
+                     "endpoint_pending_seconds", "namespace_pending_seconds", "nat_pending_seconds", "rollout_seconds",
+                     "eni_linger_seconds"):
+            self.assertEqual(snap[knob], 0.0, knob)
+        self.assertTrue(snap["rules"]["rollout"])
+        self.assertEqual(snap["knobs_explicit"], [])
+
+    def test_scale_derives_the_knobs_and_an_explicit_knob_wins(self):
+        snap = admin({"clock_scale": 0.01, "rollout_seconds": 3})
+        self.assertAlmostEqual(snap["rollout_seconds"], 3.0)  # explicit
+        self.assertAlmostEqual(snap["endpoint_pending_seconds"], 0.9)
+        self.assertAlmostEqual(snap["nat_pending_seconds"], 1.2)
+        self.assertAlmostEqual(snap["id_propagation_seconds"], 0.02)
+        self.assertAlmostEqual(snap["linked_role_seconds"], 0.1)
+        self.assertAlmostEqual(snap["role_propagation_seconds"], 0.1)
+        self.assertAlmostEqual(snap["namespace_pending_seconds"], 0.45)
+        self.assertAlmostEqual(snap["eni_linger_seconds"], 0.6)
+        self.assertEqual(snap["knobs_explicit"], ["rollout_seconds"])
+        snap = admin({"clock_scale": 0.1})  # the explicit knob stays explicit
+        self.assertAlmostEqual(snap["rollout_seconds"], 3.0)
+        self.assertAlmostEqual(snap["nat_pending_seconds"], 12.0)
+        snap = admin({"rollout_seconds": None})  # null: back to the scaled value
+        self.assertAlmostEqual(snap["rollout_seconds"], 12.0)
+
+    def test_bad_clock_values_are_rejected(self):
+        for bad in ({"clock_scale": -1}, {"rollout_seconds": "soon"}, {"unpullable_images": [""]}):
+            with self.assertRaises(urllib.error.HTTPError, msg=bad):
+                admin(bad)
+
+    def test_flags(self):
+        proc = subprocess.Popen(
+            [os.path.join(HERE, ".venv/bin/python"), os.path.join(HERE, "proxy.py"), "--upstream", MOTO, "--port", "0",
+             "--strict", "--clock-scale", "0.01", "--nat-pending-seconds", "5", "--unpullable-image", "nope",
+             "--watch-pid", str(os.getpid()), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=ENV)
+        try:
+            url = proc.stdout.readline().strip()
+            with OPENER.open(url + "/_proxy/config", timeout=10) as r:
+                snap = json.load(r)
+            self.assertAlmostEqual(snap["rollout_seconds"], 1.2)  # --strict --clock-scale 0.01: a 1.2 s rollout
+            self.assertAlmostEqual(snap["nat_pending_seconds"], 5.0)
+            self.assertEqual(snap["unpullable_images"], ["nope"])
+            self.assertEqual(snap["clock_scale"], 0.01)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            proc.stdout.close()
+
+
+class TestIdPropagation(ClockTestCase):
+    def test_new_ids_are_not_found_for_a_while(self):
+        t = uid()
+        admin({"rules": {"id-propagation": True}, "id_propagation_seconds": 0.8})
+        cidr = f"10.{next(_cidr)}.0.0/16"
+        vpc = self.ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+        created = time.monotonic()
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.describe_vpcs(VpcIds=[vpc])
+        self.assertEqual(error_of(ctx), ("InvalidVpcID.NotFound", 400, f"The vpc ID '{vpc}' does not exist"))
+        self.assertEqual(calls()[-1]["injected"], "rule:id-propagation")
+        # A filter just matches: not an error.
+        self.ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("0.0/16", "1.0/24"))
+        self.assertEqual(error_of(ctx)[0], "InvalidVpcID.NotFound")
+        time.sleep(max(0.0, 0.85 - (time.monotonic() - created)))
+        self.assertEqual(self.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["VpcId"], vpc)
+        sg = self.ec2.create_security_group(GroupName=f"p-{t}", Description="p", VpcId=vpc)["GroupId"]
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.describe_security_groups(GroupIds=[sg])
+        self.assertEqual(error_of(ctx), ("InvalidGroup.NotFound", 400, f"The security group '{sg}' does not exist"))
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.create_tags(Resources=[sg], Tags=[{"Key": "k", "Value": "v"}])
+        self.assertEqual(error_of(ctx)[0], "InvalidGroup.NotFound")
+
+    def test_ecs_create_service_with_a_new_subnet_or_group(self):
+        t = uid()
+        vpc = make_vpc(self.ec2, t)
+        old_subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, 1))["Subnet"]["SubnetId"]
+        td = self.task_def(f"idp-{t}")
+        self.ecs.create_cluster(clusterName=f"idp-{t}")
+        admin({"rules": {"id-propagation": True}, "id_propagation_seconds": 0.8})
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, 2))["Subnet"]["SubnetId"]
+        sg = self.ec2.create_security_group(GroupName=f"n-{t}", Description="n", VpcId=vpc)["GroupId"]
+        net = lambda s, g: {"awsvpcConfiguration": {"subnets": [s], "securityGroups": [g]}}  # noqa: E731
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.create_service(cluster=f"idp-{t}", serviceName="web", taskDefinition=td, desiredCount=1,
+                                    launchType="FARGATE", networkConfiguration=net(subnet, sg))
+        self.assertEqual(error_of(ctx), ("InvalidParameterException", 400,
+                                         f"Error retrieving subnet information for [{subnet}]: The subnet ID '{subnet}' "
+                                         "does not exist (ErrorCode: InvalidSubnetID.NotFound)"))
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.create_service(cluster=f"idp-{t}", serviceName="web", taskDefinition=td, desiredCount=1,
+                                    launchType="FARGATE", networkConfiguration=net(old_subnet, sg))
+        self.assertEqual(error_of(ctx), ("InvalidParameterException", 400,
+                                         f"Error retrieving security group information for [{sg}]: The security group "
+                                         f"'{sg}' does not exist (ErrorCode: InvalidGroup.NotFound)"))
+        self.assertEqual(self.ecs.describe_services(cluster=f"idp-{t}", services=["web"])["services"], [])  # not forwarded
+        time.sleep(0.85)
+        self.ecs.create_service(cluster=f"idp-{t}", serviceName="web", taskDefinition=td, desiredCount=1,
+                                launchType="FARGATE", networkConfiguration=net(subnet, sg))
+
+    def test_reset_forgets_the_new_ids(self):
+        admin({"rules": {"id-propagation": True}, "id_propagation_seconds": 30})
+        vpc = make_vpc(self.ec2, uid())
+        with self.assertRaises(ClientError):
+            self.ec2.describe_vpcs(VpcIds=[vpc])
+        admin({"reset": True, "rules": {"id-propagation": True}, "id_propagation_seconds": 30})
+        self.ec2.describe_vpcs(VpcIds=[vpc])
+
+
+class TestLinkedRolePropagation(ProxyTestCase):
+    def test_a_new_ecs_linked_role_cannot_be_assumed_for_a_while(self):
+        iam = client("iam")
+        admin({"rules": {"linked-role-propagation": True}, "linked_role_seconds": 0.8})
+        role = iam.create_service_linked_role(AWSServiceName="ecs.amazonaws.com")["Role"]["RoleName"]
+        try:
+            created = time.monotonic()
+            self.assertEqual(calls()[-1]["service"], "other")  # IAM stays `other` in the log
+            for call in (lambda: self.ecs.create_cluster(clusterName=f"slr-{uid()}"),
+                         lambda: self.ecs.create_service(cluster="default", serviceName=f"s-{uid()}", desiredCount=0)):
+                with self.assertRaises(ClientError) as ctx:
+                    call()
+                self.assertEqual(error_of(ctx), ("InvalidParameterException", 400,
+                                                 "Unable to assume the service linked role. Please verify that the ECS "
+                                                 "service linked role exists."))
+            self.assertEqual(calls()[-1]["injected"], "rule:linked-role-propagation")
+            time.sleep(max(0.0, 0.85 - (time.monotonic() - created)))
+            self.ecs.create_cluster(clusterName=f"slr-{uid()}")
+        finally:
+            iam.delete_service_linked_role(RoleName=role)
+
+
+class TestRolePropagation(ClockTestCase):
+    def test_a_new_role_cannot_be_passed_to_a_task_definition_for_a_while(self):
+        t = uid()
+        iam = client("iam")
+        admin({"rules": {"role-propagation": True}, "role_propagation_seconds": 0.8})
+        arn = iam.create_role(RoleName=f"exec-{t}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        created = time.monotonic()
+        with self.assertRaises(ClientError) as ctx:
+            self.task_def(f"role-{t}", executionRoleArn=arn)
+        self.assertEqual(error_of(ctx), ("ClientException", 400, f"ECS was unable to assume the role '{arn}' that was "
+                                         "provided for this task. Please verify that the role being passed has the proper "
+                                         "trust relationship and permissions and that your IAM user has permissions to "
+                                         "pass this role."))
+        self.task_def(f"role-{t}", executionRoleArn="arn:aws:iam::123456789012:role/other")  # another role is fine
+        time.sleep(max(0.0, 0.85 - (time.monotonic() - created)))
+        self.task_def(f"role-{t}", executionRoleArn=arn)
+
+    def test_the_first_tasks_fail_right_after_the_policy_is_attached(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        iam = client("iam")
+        arn = iam.create_role(RoleName=f"exec2-{t}", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        td = self.task_def(f"role2-{t}", executionRoleArn=arn)
+        admin({"rules": {"role-propagation": True, "rollout": True}, "role_propagation_seconds": 0.5,
+               "rollout_seconds": 0.6})
+        iam.attach_role_policy(RoleName=f"exec2-{t}", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+        self.service(f"role2-{t}", "web", td, subnet, sg, desired=1)
+        done = eventually(lambda: (s := self.describe(f"role2-{t}", "web"))["deployments"][0]["rolloutState"]
+                          == "COMPLETED" and s)
+        self.assertGreaterEqual(done["deployments"][0]["failedTasks"], 1)
+        stopped = self.ecs.list_tasks(cluster=f"role2-{t}", serviceName="web", desiredStatus="STOPPED")["taskArns"]
+        task = self.ecs.describe_tasks(cluster=f"role2-{t}", tasks=stopped[:1])["tasks"][0]
+        self.assertTrue(task["stoppedReason"].startswith(f"ECS was unable to assume the role '{arn}'"), task)
+
+
+class TestEndpointPending(ClockTestCase):
+    def test_interface_endpoint_pending_then_available_and_its_enis_linger(self):
+        t = uid()
+        vpc, subnet, sg = self.network(t)
+        rt = self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        admin({"rules": {"endpoint-pending": True, "eni-in-use": True}, "endpoint_pending_seconds": 0.8,
+               "eni_linger_seconds": 0.8})
+        ep = self.ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.ecr.dkr",
+                                          VpcEndpointType="Interface", SubnetIds=[subnet], SecurityGroupIds=[sg])
+        created = time.monotonic()
+        gw = self.ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt],
+                                          VpcEndpointType="Gateway")["VpcEndpoint"]
+        ep_id = ep["VpcEndpoint"]["VpcEndpointId"]
+        self.assertEqual(ep["VpcEndpoint"]["State"], "pending")
+        self.assertEqual(gw["State"], "available")  # gateway endpoints are available at once
+        states = {e["VpcEndpointId"]: e["State"] for e in
+                  self.ec2.describe_vpc_endpoints(VpcEndpointIds=[ep_id, gw["VpcEndpointId"]])["VpcEndpoints"]}
+        self.assertEqual(states, {ep_id: "pending", gw["VpcEndpointId"]: "available"})
+        self.assertEqual(calls()[-1]["injected"], "rule:endpoint-pending")
+        eventually(lambda: self.ec2.describe_vpc_endpoints(VpcEndpointIds=[ep_id])["VpcEndpoints"][0]["State"]
+                   == "available")
+        self.assertGreaterEqual(time.monotonic() - created, 0.75)
+        # Deleted: its ENIs hold the subnet and the group a while.
+        self.ec2.delete_vpc_endpoints(VpcEndpointIds=[ep_id])
+        deleted = time.monotonic()
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_subnet(SubnetId=subnet)
+        self.assertEqual(error_of(ctx), ("DependencyViolation", 400,
+                                         f"The subnet '{subnet}' has dependencies and cannot be deleted."))
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_security_group(GroupId=sg)
+        self.assertEqual(error_of(ctx), ("DependencyViolation", 400, f"resource {sg} has a dependent object"))
+        time.sleep(max(0.0, 0.85 - (time.monotonic() - deleted)))
+        self.ec2.delete_subnet(SubnetId=subnet)
+        self.ec2.delete_security_group(GroupId=sg)
+
+
+class TestNatPending(ClockTestCase):
+    def test_nat_gateway_pending_then_available_then_deleting(self):
+        t = uid()
+        vpc, subnet, _ = self.network(t)
+        alloc = self.ec2.allocate_address(Domain="vpc")
+        admin({"rules": {"nat-pending": True}, "nat_pending_seconds": 0.8})
+        nat = self.ec2.create_nat_gateway(SubnetId=subnet, AllocationId=alloc["AllocationId"])["NatGateway"]
+        created = time.monotonic()
+        self.assertEqual(nat["State"], "pending")
+        state = lambda: self.ec2.describe_nat_gateways(NatGatewayIds=[nat["NatGatewayId"]])["NatGateways"][0]["State"]  # noqa: E731
+        self.assertEqual(state(), "pending")
+        eventually(lambda: state() == "available")
+        self.assertGreaterEqual(time.monotonic() - created, 0.75)
+        with self.assertRaises(ClientError) as ctx:  # a live NAT gateway holds its subnet and its address
+            self.ec2.delete_subnet(SubnetId=subnet)
+        self.assertEqual(error_of(ctx)[0], "DependencyViolation")
+        self.ec2.delete_nat_gateway(NatGatewayId=nat["NatGatewayId"])
+        deleted = time.monotonic()
+        self.assertEqual(state(), "deleting")
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.release_address(AllocationId=alloc["AllocationId"])
+        self.assertEqual(error_of(ctx), ("InvalidIPAddress.InUse", 400, f"Address {alloc['PublicIp']} is in use."))
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_subnet(SubnetId=subnet)
+        self.assertEqual(error_of(ctx), ("DependencyViolation", 400,
+                                         f"The subnet '{subnet}' has dependencies and cannot be deleted."))
+        eventually(lambda: state() == "deleted")
+        self.assertGreaterEqual(time.monotonic() - deleted, 0.75)
+        self.ec2.release_address(AllocationId=alloc["AllocationId"])
+        self.ec2.delete_subnet(SubnetId=subnet)
+
+
+class TestRollout(ClockTestCase):
+    R = 0.6
+
+    def on(self, **extra) -> None:
+        admin({"rules": {"rollout": True}, "rollout_seconds": self.R, **extra})
+
+    def test_in_progress_then_completed_and_a_count_change_starts_no_deployment(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        td = self.task_def(f"ro-{t}")
+        self.on()
+        created = self.service(f"ro-{t}", "web", td, subnet, sg, desired=2)
+        dep = created["deployments"][0]
+        self.assertEqual((dep["status"], dep["rolloutState"], dep["runningCount"], dep["pendingCount"]),
+                         ("PRIMARY", "IN_PROGRESS", 0, 2))
+        self.assertEqual(dep["rolloutStateReason"], f"ECS deployment {dep['id']} in progress.")
+        seen = []
+        while True:
+            s = self.describe(f"ro-{t}", "web")
+            d = s["deployments"][0]
+            seen.append((d["rolloutState"], s["runningCount"], s["pendingCount"]))
+            if d["rolloutState"] == "COMPLETED":
+                break
+            time.sleep(0.05)
+        self.assertEqual(seen[-1], ("COMPLETED", 2, 0))
+        self.assertIn(("IN_PROGRESS", 1, 1), seen)  # the ramp
+        self.assertEqual(d["id"], dep["id"])
+        self.assertEqual(d["rolloutStateReason"], f"ECS deployment {dep['id']} completed.")
+        messages = [e["message"] for e in s["events"]]
+        self.assertEqual(messages[0], "(service web) has reached a steady state.")
+        self.assertIn(f"(service web) (deployment {dep['id']}) deployment completed.", messages)
+        self.assertEqual(len([m for m in messages if m.startswith("(service web) has started 1 tasks: (task ")]), 2)
+        self.assertTrue(all(isinstance(e["createdAt"], dt.datetime) and e["id"] for e in s["events"]))
+        # A desired-count change alone starts no deployment.
+        self.ecs.update_service(cluster=f"ro-{t}", service="web", desiredCount=3)
+        s = self.describe(f"ro-{t}", "web")
+        self.assertEqual([(d["id"], d["rolloutState"]) for d in s["deployments"]], [(dep["id"], "COMPLETED")])
+        self.assertEqual((s["desiredCount"], s["runningCount"]), (3, 3))
+        # forceNewDeployment does: a new id, the old one ACTIVE until the new one completes.
+        up = self.ecs.update_service(cluster=f"ro-{t}", service="web", forceNewDeployment=True)["service"]
+        self.assertEqual([d["status"] for d in up["deployments"]], ["PRIMARY", "ACTIVE"])
+        self.assertNotEqual(up["deployments"][0]["id"], dep["id"])
+        self.assertEqual(up["deployments"][1]["id"], dep["id"])
+        s = eventually(lambda: (s := self.describe(f"ro-{t}", "web")) and len(s["deployments"]) == 1 and s)
+        self.assertEqual(s["deployments"][0]["id"], up["deployments"][0]["id"])
+
+    def test_a_desired_count_of_zero_completes_at_once(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        self.on()
+        s = self.service(f"ro0-{t}", "idle", self.task_def(f"ro0-{t}", "unpullable"), subnet, sg, desired=0)
+        self.assertEqual(s["deployments"][0]["rolloutState"], "COMPLETED")
+
+    def test_circuit_breaker_fails_the_deployment_with_stopped_tasks(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        td = self.task_def(f"cb-{t}", "registry.example/unpullable-app:1")
+        self.on()
+        self.service(f"cb-{t}", "web", td, subnet, sg, desired=1, breaker={"enable": True, "rollback": True})
+        s = eventually(lambda: (s := self.describe(f"cb-{t}", "web"))["deployments"][0]["rolloutState"] != "IN_PROGRESS"
+                       and s)
+        d = s["deployments"][0]
+        self.assertEqual((d["status"], d["rolloutState"], d["rolloutStateReason"]),
+                         ("PRIMARY", "FAILED", "ECS deployment circuit breaker: tasks failed to start."))
+        self.assertGreaterEqual(d["failedTasks"], 3)
+        self.assertEqual(s["runningCount"], 0)
+        self.assertIn(f"(service web) (deployment {d['id']}) deployment failed: tasks failed to start.",
+                      [e["message"] for e in s["events"]])
+        arns = self.ecs.list_tasks(cluster=f"cb-{t}", serviceName="web", desiredStatus="STOPPED")["taskArns"]
+        self.assertGreaterEqual(len(arns), 3)
+        self.assertRegex(arns[0], rf"^arn:aws:ecs:us-east-1:123456789012:task/cb-{t}/[0-9a-f]{{32}}$")
+        tasks = self.ecs.describe_tasks(cluster=f"cb-{t}", tasks=arns)["tasks"]
+        self.assertEqual(len(tasks), len(arns))
+        reason = ("CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref "
+                  "registry.example/unpullable-app:1: not found")
+        for task in tasks:
+            self.assertEqual((task["lastStatus"], task["desiredStatus"], task["stopCode"], task["stoppedReason"]),
+                             ("STOPPED", "STOPPED", "TaskFailedToStart", reason))
+            self.assertEqual((task["group"], task["startedBy"], task["taskDefinitionArn"]), ("service:web", d["id"], td))
+            self.assertEqual(task["containers"][0]["reason"], reason)
+            self.assertIn("stoppedAt", task)
+        # startedBy finds them too; RUNNING stays moto's answer.
+        self.assertEqual(len(self.ecs.list_tasks(cluster=f"cb-{t}", startedBy=d["id"], desiredStatus="STOPPED")["taskArns"]),
+                         len(arns))
+        self.assertEqual(self.ecs.list_tasks(cluster=f"cb-{t}", serviceName="web")["taskArns"], [])
+
+    def test_rollback_to_the_last_completed_deployment(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        good = self.task_def(f"rb-{t}")
+        bad = self.task_def(f"rb-{t}", "unpullable")
+        self.on()
+        first = self.service(f"rb-{t}", "web", good, subnet, sg, desired=1, breaker={"enable": True, "rollback": True})
+        first_id = first["deployments"][0]["id"]
+        eventually(lambda: self.describe(f"rb-{t}", "web")["deployments"][0]["rolloutState"] == "COMPLETED")
+        clear_calls()
+        failing = self.ecs.update_service(cluster=f"rb-{t}", service="web", taskDefinition=bad)["service"]
+        failing_id = failing["deployments"][0]["id"]
+        self.assertNotEqual(failing_id, first_id)  # moto keeps the old id: the proxy mints one
+        self.assertEqual([(d["id"], d["status"]) for d in failing["deployments"]],
+                         [(failing_id, "PRIMARY"), (first_id, "ACTIVE")])
+        s = eventually(lambda: (s := self.describe(f"rb-{t}", "web"))["deployments"][0]["id"] != failing_id and s)
+        rollback = s["deployments"][0]
+        self.assertEqual((rollback["status"], rollback["taskDefinition"]), ("PRIMARY", good))
+        self.assertNotIn(rollback["id"], (first_id, failing_id))
+        self.assertEqual(s["taskDefinition"], good)
+        listed = {d["id"]: (d["status"], d["rolloutState"]) for d in s["deployments"]}
+        if rollback["rolloutState"] == "IN_PROGRESS":
+            self.assertEqual(listed[failing_id], ("ACTIVE", "FAILED"))
+        messages = [e["message"] for e in s["events"]]
+        self.assertIn(f"(service web) rolling back to deployment {first_id}.", messages)
+        self.assertLess(messages.index(f"(service web) rolling back to deployment {first_id}."),
+                        messages.index(f"(service web) (deployment {failing_id}) deployment failed: tasks failed to start."))
+        s = eventually(lambda: (s := self.describe(f"rb-{t}", "web"))["deployments"][0]["rolloutState"] == "COMPLETED"
+                       and s)
+        self.assertEqual([d["id"] for d in s["deployments"]], [rollback["id"]])  # the failed one is gone
+        # moto agrees, and the proxy's own UpdateService is not a client call.
+        upstream = client("ecs", MOTO).describe_services(cluster=f"rb-{t}", services=["web"])["services"][0]
+        self.assertEqual(upstream["taskDefinition"], good)
+        self.assertEqual([c["operation"] for c in calls() if c["operation"] == "UpdateService"], ["UpdateService"])
+
+    def test_without_a_circuit_breaker_a_failing_deployment_hangs(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        self.on()
+        self.service(f"hang-{t}", "web", self.task_def(f"hang-{t}", "unpullable"), subnet, sg, desired=1)
+        first = self.describe(f"hang-{t}", "web")["deployments"][0]["failedTasks"]
+        time.sleep(2 * self.R)
+        d = self.describe(f"hang-{t}", "web")["deployments"][0]
+        self.assertEqual(d["rolloutState"], "IN_PROGRESS")
+        self.assertGreater(d["failedTasks"], max(first, 3))
+
+    def test_a_public_image_needs_a_nat_route(self):
+        t = uid()
+        vpc, subnet, sg = self.network(t)
+        nat_subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, 2))["Subnet"]["SubnetId"]
+        public = self.task_def(f"eg-{t}", "public.ecr.aws/nginx/nginx:latest")
+        self.on()
+        self.service(f"eg-{t}", "web", public, subnet, sg, desired=1, breaker={"enable": True, "rollback": False})
+        s = eventually(lambda: (s := self.describe(f"eg-{t}", "web"))["deployments"][0]["rolloutState"] == "FAILED" and s)
+        arns = self.ecs.list_tasks(cluster=f"eg-{t}", serviceName="web", desiredStatus="STOPPED")["taskArns"]
+        reason = self.ecs.describe_tasks(cluster=f"eg-{t}", tasks=arns[:1])["tasks"][0]["stoppedReason"]
+        self.assertTrue(reason.startswith("ResourceInitializationError: unable to pull secrets or registry auth"), reason)
+        self.assertIn("public.ecr.aws/nginx/nginx:latest", reason)
+        # With a default route through a NAT gateway, the same image starts.
+        alloc = self.ec2.allocate_address(Domain="vpc")["AllocationId"]
+        nat = self.ec2.create_nat_gateway(SubnetId=nat_subnet, AllocationId=alloc)["NatGateway"]["NatGatewayId"]
+        rt = self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        self.ec2.create_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+        self.ec2.associate_route_table(RouteTableId=rt, SubnetId=subnet)
+        self.service(f"eg-{t}", "web2", public, subnet, sg, desired=1)
+        eventually(lambda: self.describe(f"eg-{t}", "web2")["deployments"][0]["rolloutState"] == "COMPLETED")
+
+
+class TestTasksHoldCloudMapInstances(ClockTestCase):
+    def test_running_tasks_hold_the_cloud_map_service(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        vpc = make_vpc(self.ec2, t)
+        op = self.sd.create_private_dns_namespace(Name=f"held-{t}.local", Vpc=vpc)["OperationId"]
+        ns = self.sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
+        srv = self.sd.create_service(Name=f"web-{t}", NamespaceId=ns, DnsConfig={
+            "RoutingPolicy": "MULTIVALUE", "DnsRecords": [{"Type": "A", "TTL": 10}]})["Service"]
+        td = self.task_def(f"held-{t}")
+        admin({"rules": {"rollout": True, "sd-service-in-use": True}, "rollout_seconds": 0.4, "eni_linger_seconds": 0.6})
+        self.service(f"held-{t}", "web", td, subnet, sg, desired=2, serviceRegistries=[{"registryArn": srv["Arn"]}])
+        with self.assertRaises(ClientError) as ctx:  # desired > 0: held even before a task runs
+            self.sd.delete_service(Id=srv["Id"])
+        self.assertEqual(error_of(ctx)[:2], ("ResourceInUse", 400))
+        instances = eventually(lambda: len(got := self.sd.list_instances(ServiceId=srv["Id"])["Instances"]) == 2 and got)
+        self.assertTrue(all(re.fullmatch(r"[0-9a-f]{32}", i["Id"]) and i["Attributes"]["AWS_INSTANCE_IPV4"]
+                            for i in instances), instances)
+        self.ecs.update_service(cluster=f"held-{t}", service="web", desiredCount=0)
+        self.ecs.delete_service(cluster=f"held-{t}", service="web")
+        deleted = time.monotonic()
+        with self.assertRaises(ClientError) as ctx:  # the stopped tasks' instances linger like their ENIs
+            self.sd.delete_service(Id=srv["Id"])
+        self.assertEqual(error_of(ctx)[:2], ("ResourceInUse", 400))
+        self.assertEqual(calls()[-1]["injected"], "rule:sd-service-in-use")
+        eventually(lambda: self.sd.list_instances(ServiceId=srv["Id"])["Instances"] == [])
+        self.assertGreaterEqual(time.monotonic() - deleted, 0.5)
+        self.sd.delete_service(Id=srv["Id"])
 
 
 if __name__ == "__main__":
