@@ -71,6 +71,12 @@ enum Command {
         /// ENIs, draining services), in seconds
         #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_DEPENDENCY_TIMEOUT")]
         dependency_timeout: u64,
+        /// Longest wait for the services this run created or changed to finish their rollout, in seconds
+        #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_WAIT_TIMEOUT")]
+        wait_timeout: u64,
+        /// Return once the API calls are made, without waiting for the rollouts
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Show every resource as desired (config), recorded (state) and live (AWS), service health, and who can reach
     /// whom according to the live security group rules; exit 2 when anything differs
@@ -136,11 +142,12 @@ async fn run(cli: Cli) -> u8 {
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
-        Command::Up { operation_timeout, allow_replace, dependency_timeout, .. } => {
+        Command::Up { operation_timeout, allow_replace, dependency_timeout, wait_timeout, no_wait, .. } => {
             let args = commands::up::UpArgs {
                 operation_timeout: Duration::from_secs(operation_timeout),
                 dependency_timeout: Duration::from_secs(dependency_timeout),
                 allow_replace,
+                wait_timeout: (!no_wait).then(|| Duration::from_secs(wait_timeout)),
             };
             commands::up::run(&common, &args, &console, &stop).await
         }

@@ -24,6 +24,8 @@ pub struct CallCounts {
     pub mutating: AtomicU64,
     pub attempts: AtomicU64,
     pub throttled: AtomicU64,
+    /// Creates and updates retried because AWS had not propagated an id or role yet (see `propagation.rs`).
+    pub propagation: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct CallSummary {
     pub retries: u64,
     /// Attempts AWS answered "slow down".
     pub throttled: u64,
+    /// Creates and updates retried until a new id or role had propagated.
+    pub propagation: u64,
 }
 
 impl CallCounts {
@@ -44,6 +48,7 @@ impl CallCounts {
             mutating: self.mutating.load(Ordering::Relaxed),
             retries: self.attempts.load(Ordering::Relaxed).saturating_sub(calls),
             throttled: self.throttled.load(Ordering::Relaxed),
+            propagation: self.propagation.load(Ordering::Relaxed),
         }
     }
 }
@@ -54,6 +59,9 @@ impl std::fmt::Display for CallSummary {
         write!(f, "{} API calls, {} mutating, {} retried", self.calls, self.mutating, self.retries)?;
         if self.throttled > 0 {
             write!(f, ", {} throttled", self.throttled)?;
+        }
+        if self.propagation > 0 {
+            write!(f, ", {} waited for propagation", self.propagation)?;
         }
         Ok(())
     }

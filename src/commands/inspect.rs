@@ -22,6 +22,7 @@ struct Inspection {
     live: Live,
     audit: Audit,
     calls: crate::aws::CallSummary,
+    clients: crate::aws::Clients,
 }
 
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
@@ -33,6 +34,7 @@ async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
         region: clients.region.clone(),
         state_file: state.path().display().to_string(),
         calls: clients.calls.summary(),
+        clients,
         config,
         statuses,
         live,
@@ -57,7 +59,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
     let i = inspect(common, console).await?;
     let in_sync = i.statuses.iter().all(|s| s.verdict == Verdict::InSync) && i.audit.is_clean();
     let ns = i.live.get(&NodeId::Namespace);
-    let services: Vec<ServiceStatus> = i
+    let mut services: Vec<ServiceStatus> = i
         .config
         .services
         .values()
@@ -77,10 +79,22 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
                 running: facts.as_ref().map(|f| f.running),
                 pending: facts.as_ref().map(|f| f.pending),
                 rollout: facts.as_ref().and_then(|f| f.rollout.clone()),
+                rollout_reason: facts.as_ref().and_then(|f| f.rollout_reason.clone()),
+                failed_tasks: facts.as_ref().map(|f| f.failed_tasks),
+                failed_rollout: facts.as_ref().and_then(|f| f.failed_rollout.clone()),
+                stopped_tasks: Vec::new(),
                 cloud_map_instances: instances,
             }
         })
         .collect();
+    // Only a service in trouble costs the extra reads: why its tasks stopped is what the user needs.
+    let cluster = i.live.get(&NodeId::Cluster).map(|c| c.id.clone());
+    for s in services.iter_mut().filter(|s| s.unhealthy()) {
+        if let Some(cluster) = &cluster {
+            s.stopped_tasks = crate::engine::rollout::stopped_reasons(&i.clients.ecs, cluster, &s.service).await;
+        }
+    }
+    let unhealthy: Vec<ServiceStatus> = services.iter().filter(|s| s.unhealthy()).cloned().collect();
 
     let mut text = format!(
         "Stack {} in {} (state {})\nNamespace {} ({})\n\n",
@@ -127,6 +141,18 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
             s.endpoint
         ));
     }
+    for s in &unhealthy {
+        let why = s.failed_rollout.as_deref().or(s.rollout_reason.as_deref()).unwrap_or("tasks keep failing to start");
+        text.push_str(&format!(
+            "\n{}: rollout {}: {why} ({} failed task(s))\n",
+            s.service,
+            if s.failed_rollout.is_some() { "FAILED" } else { "STUCK" },
+            s.failed_tasks.unwrap_or(0)
+        ));
+        for t in &s.stopped_tasks {
+            text.push_str(&format!("  stopped task {t}\n"));
+        }
+    }
     text.push_str(&reachability_matrix(&i.config, &i.audit));
     text.push_str(&format!("\nEgress: {}", egress_text(&i.config)));
     if i.config.network.egress == crate::config::Egress::None {
@@ -135,12 +161,18 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         );
     }
     let differences = i.statuses.iter().filter(|s| s.verdict != Verdict::InSync).count();
+    let calls = i.clients.calls.summary();
     text.push_str(&format!(
-        "\n{} in sync, {differences} differ; reachability {}; {} API calls, {} mutating",
+        "\n{} in sync, {differences} differ;{} reachability {}; {} API calls, {} mutating",
         i.statuses.len() - differences,
+        if unhealthy.is_empty() {
+            String::new()
+        } else {
+            format!(" {} service(s) failing their rollout;", unhealthy.len())
+        },
         if i.audit.is_clean() { "as declared" } else { "NOT as declared" },
-        i.calls.calls,
-        i.calls.mutating
+        calls.calls,
+        calls.mutating
     ));
     console.result(&text);
     console.report(&StatusReport {
@@ -154,9 +186,15 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         nodes: &i.statuses,
         services,
         reachability: Reachability::of(&i.audit),
-        api_calls: ApiCalls::from(&i.calls),
+        api_calls: ApiCalls::from(&calls),
     });
-    Ok(if in_sync { exit::OK } else { exit::DIFFERENCES })
+    Ok(if !unhealthy.is_empty() {
+        exit::UNHEALTHY
+    } else if in_sync {
+        exit::OK
+    } else {
+        exit::DIFFERENCES
+    })
 }
 
 /// One line on how tasks get out of the private subnets.

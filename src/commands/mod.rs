@@ -29,6 +29,8 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     /// `status` / `plan`: the live stack differs from the config (like `terraform plan -detailed-exitcode`).
     pub const DIFFERENCES: u8 = 2;
+    /// `status`: a service's rollout failed, was rolled back, or keeps failing tasks.
+    pub const UNHEALTHY: u8 = 3;
     pub const INTERRUPTED: u8 = 130;
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use super::{Common, Opened, exit, open};
 use crate::config::Config;
-use crate::engine::{self, Action, Done, NodeStatus, Removed, Teardown, audit, diff::diff};
+use crate::engine::{self, Action, Done, NodeStatus, Removed, Teardown, audit, diff::diff, rollout};
 use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, NodeId};
 use crate::output::Console;
@@ -26,6 +26,8 @@ pub struct UpArgs {
     pub dependency_timeout: Duration,
     /// Replace what AWS cannot change in place (and everything built on it) instead of refusing.
     pub allow_replace: bool,
+    /// How long to wait for the rollouts this run started; `None` (`--no-wait`) returns after the API calls.
+    pub wait_timeout: Option<Duration>,
 }
 
 pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
@@ -41,7 +43,15 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     let (nodes, live) = engine::desired_and_live(&config, &state, &clients).await?;
     let dag = engine::dag(&nodes)?;
     let statuses = diff(&nodes, &state, &live)?;
-    let undeclared_ids: Vec<String> = audit(&config, &live).extra.into_iter().map(|(_, rule)| rule).collect();
+    // Rules no `calls` entry declares are revoked first, except the stack's own recorded rules: a rule on a port the
+    // config just changed, or of a call it dropped, is replaced by its node once the rollouts have completed.
+    let recorded: BTreeSet<&str> = state.nodes().values().map(|r| r.id.as_str()).collect();
+    let undeclared_ids: Vec<String> = audit(&config, &live)
+        .extra
+        .into_iter()
+        .map(|(_, rule)| rule)
+        .filter(|rule| !recorded.contains(rule.as_str()))
+        .collect();
     let undeclared: Vec<LiveRule> =
         live.rules.iter().filter(|r| undeclared_ids.contains(&r.rule_id)).cloned().collect();
     let replaced = if args.allow_replace { replacement_set(&nodes, &dag, &statuses, &state) } else { Vec::new() };
@@ -72,12 +82,34 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     })
     .await;
     let walked = outcomes.iter().all(Outcome::is_done);
-    if walked && !stop.is_stopped() {
+    console.finish_progress();
+
+    // `up` means the services run: wait for every rollout this run started. Only then is what they replaced
+    // removed (make before break): old revisions, rules on an old port, what the config dropped.
+    let started_rollouts = std::mem::take(&mut *ctx.rollouts.lock().expect("rollouts lock"));
+    let rollouts = match args.wait_timeout {
+        Some(timeout) if walked && !stop.is_stopped() => {
+            rollout::wait(&ctx, started_rollouts.clone(), timeout, stop, console).await
+        }
+        _ => Vec::new(),
+    };
+    let rolled_out = rollouts.iter().all(|r| r.state.ok());
+    if walked && rolled_out && !stop.is_stopped() {
+        retire_replaced(&ctx, &started_rollouts, &rollouts, console).await;
+        removal_failures += revoke_replaced(&ctx, console).await;
         removal_failures += remove(&ctx, &dropped, &live, stop, console).await?;
     } else {
+        if walked && !rolled_out && !dropped.is_empty() {
+            console.status(
+                "Kept",
+                format!(
+                    "{} resource(s) the config dropped, until every rollout has completed (the running tasks may still use them)",
+                    dropped.len()
+                ),
+            );
+        }
         removal_failures += dropped.len();
     }
-    console.finish_progress();
 
     let removed = replaced.len() + dropped.len();
     let code = report(
@@ -85,6 +117,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         &ctx,
         &nodes,
         &outcomes,
+        &rollouts,
         revoked,
         removed,
         removal_failures,
@@ -97,6 +130,38 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         lock.release();
     }
     code
+}
+
+/// Revokes the rules this run replaced (a port change), now that the tasks that used them are gone. Returns how
+/// many could not be revoked (a later `up` finds them as undeclared and revokes them).
+async fn revoke_replaced(ctx: &Ctx, console: &Console) -> usize {
+    let rules = std::mem::take(&mut *ctx.replaced_rules.lock().expect("replaced rules lock"));
+    let mut failed = 0;
+    for (group, rule, egress) in rules {
+        let started = Instant::now();
+        match crate::resource::group_rules::revoke(ctx, &group, egress, vec![rule.clone()]).await {
+            Ok(_) => {
+                console.step("revoked", "sg-rule", &format!("{rule} (replaced, on {group})"), Some(started.elapsed()))
+            }
+            Err(e) => {
+                console.error(&e);
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Deregisters, for each service whose new revision has rolled out, the revisions older than the one it replaced
+/// (that one stays for a rollback). A failure here is a warning: the stack runs.
+async fn retire_replaced(ctx: &Ctx, started: &[rollout::Started], done: &[rollout::Rollout], console: &Console) {
+    for s in started {
+        let completed = done.iter().any(|r| r.service == s.service && r.state.ok());
+        let Some(previous) = s.retire.as_deref().filter(|_| completed) else { continue };
+        if let Err(e) = crate::resource::task_definition::retire_family(ctx, &s.task_definition, &[previous]).await {
+            console.warn(format!("could not retire old revisions of {}: {e:#}", s.service));
+        }
+    }
 }
 
 fn action_of(statuses: &[NodeStatus], node: &NodeId) -> Action {
@@ -192,6 +257,7 @@ fn report(
     ctx: &Ctx,
     nodes: &[Node],
     outcomes: &[Outcome<(Done, String)>],
+    rollouts: &[rollout::Rollout],
     revoked: usize,
     removed: usize,
     removal_failures: usize,
@@ -232,13 +298,31 @@ fn report(
     }
     n.failed += removal_failures;
     n.deleted = removed - removal_failures;
-    let ok = n.failed == 0 && n.skipped == 0;
+    let failed_rollouts: Vec<&rollout::Rollout> = rollouts.iter().filter(|r| !r.state.ok()).collect();
+    let ok = n.failed == 0 && n.skipped == 0 && failed_rollouts.is_empty();
     let elapsed = started.elapsed();
     let secs = elapsed.as_secs_f64();
     let api = ctx.clients.calls.summary();
     let cost = api.to_string();
     tracing::debug!(windows = ?ctx.clients.windows.summary(), "concurrency windows at the end");
-    if !ok {
+    if !failed_rollouts.is_empty() && n.failed == 0 && n.skipped == 0 {
+        let names: Vec<&str> = failed_rollouts.iter().map(|r| r.service.as_str()).collect();
+        console.status(
+            "Failed",
+            format!(
+                "the resources are in place, but {} did not roll out: {} ({secs:.2}s, {cost})",
+                if names.len() == 1 { "one service" } else { "services" },
+                names.join(", ")
+            ),
+        );
+        console.status(
+            "",
+            format!(
+                "everything is recorded in {}; fix the cause above (the image, its registry, the egress mode) and re-run `secep up`",
+                state_path.display()
+            ),
+        );
+    } else if !ok {
         console.status(
             "Failed",
             format!(
@@ -305,6 +389,7 @@ fn report(
         seconds: report::seconds(elapsed),
         api_calls: ApiCalls::from(&api),
         nodes: rows,
+        rollouts: rollouts.to_vec(),
         endpoints,
     });
     Ok(if stop.is_stopped() {

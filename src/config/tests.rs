@@ -16,13 +16,13 @@ max_azs = 2
 name = "secure-endpoints.local"
 
 [services.service1]
-image = "service1-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/service1-image"
 port = 8080
 calls = ["service2"]
 environment = { LOG_LEVEL = "info", WORKERS = 4 }
 
 [services.service2]
-image = "service2-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/service2-image"
 port = 8080
 calls = ["service1"]
 "#;
@@ -66,4 +66,23 @@ fn fargate_sizes_follow_the_aws_table() {
     assert!(!validate::fargate_memory_options(256).unwrap().contains(&4096));
     assert!(validate::fargate_memory_options(300).is_none());
     assert!(validate::fargate_memory_options(16384).unwrap().contains(&122880));
+}
+
+#[test]
+fn only_private_ecr_images_count_as_pullable_without_nat() {
+    use super::validate::pullable_inside_vpc;
+    assert!(pullable_inside_vpc("123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1"));
+    assert!(pullable_inside_vpc("123456789012.dkr.ecr.eu-west-1.amazonaws.com/ecr-public/docker/library/python:3.12"));
+    assert!(pullable_inside_vpc("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/web@sha256:abc"));
+    for public in [
+        "nginx:1",
+        "library/nginx",
+        "docker.io/library/nginx:1",
+        "public.ecr.aws/nginx/nginx:1.27",
+        "ghcr.io/org/app:1",
+        "12345.dkr.ecr.us-east-1.amazonaws.com/web:1",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/web:1",
+    ] {
+        assert!(!pullable_inside_vpc(public), "{public}");
+    }
 }

@@ -226,6 +226,21 @@ fn check_role_arn(field: &str, arn: &str, span: &Range<usize>, problems: &mut Pr
     }
 }
 
+/// Whether a task in a private subnet without NAT can pull the image: only from private ECR (a pull-through cache
+/// is private ECR too), which the ECR endpoints reach. Docker Hub (also the bare `nginx:1`), ECR Public, GHCR and
+/// the rest have no VPC endpoint (aws/containers-roadmap#1160).
+pub fn pullable_inside_vpc(image: &str) -> bool {
+    let Some((host, _)) = image.split_once('/') else { return false };
+    let mut labels = host.split('.');
+    let account = labels.next().unwrap_or_default();
+    account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && labels.next() == Some("dkr")
+        && labels.next().is_some_and(|l| l == "ecr" || l == "ecr-fips")
+        && labels.next().is_some_and(|region| !region.is_empty())
+        && matches!(labels.collect::<Vec<_>>().join(".").as_str(), "amazonaws.com" | "amazonaws.com.cn")
+}
+
 /// Prefix bits added to the VPC's to carve subnets: room for one private and (later) one public subnet per AZ.
 pub fn carve_bits(max_azs: usize) -> u8 {
     let slots = (2 * max_azs).next_power_of_two();
@@ -253,6 +268,21 @@ fn check_service(config: &Config, raw: &RawService, problems: &mut Problems) {
         raw.image.as_ref().filter(|i| i.value.trim().is_empty() || i.value.contains(char::is_whitespace))
     {
         problems.add(field("image"), image.span.clone(), "image must be a non-empty image reference without spaces");
+    }
+    if let Some(image) = &raw.image
+        && config.network.egress != Egress::Nat
+        && !image.value.trim().is_empty()
+        && !pullable_inside_vpc(&image.value)
+    {
+        let mode = config.network.egress.as_str();
+        problems.add(
+            field("image"),
+            image.span.clone(),
+            format!(
+                "`{}` is on a public registry, which tasks cannot reach with egress = \"{mode}\" (only ECR has VPC endpoints); use a private ECR image (ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG), an ECR pull-through cache of it, or egress = \"nat\"",
+                image.value
+            ),
+        );
     }
     if let Some(port) = raw.port.as_ref().filter(|p| !(1..=65535).contains(&p.value)) {
         problems.add(field("port"), port.span.clone(), format!("{} is not a valid port; use 1-65535", port.value));

@@ -202,6 +202,11 @@ pub fn teardown(state: &StateFile, live: &Live, adopt: bool, delete_logs: bool) 
             // Part of one of the stack's resources (rules naming other groups, which would otherwise block their
             // deletion both ways): deleted with it, adopted or not, and never a leftover.
             _ if id.kind().part_of_parent() => Teardown::Delete,
+            // An older revision of a recorded task definition (`up` keeps the one before the running one, for a
+            // rollback): deleted with its family.
+            _ if id.is_twin() && id.kind() == Kind::TaskDefinition && state.get(id.base()).is_some() => {
+                Teardown::Delete
+            }
             _ if adopt => Teardown::Delete,
             _ => Teardown::Leftover,
         };

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod diff;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::aws::Clients;
+use crate::aws::propagation::settle;
 use crate::config::Config;
 use crate::graph::Dag;
 use crate::model::{Node, NodeId, desired_nodes};
@@ -96,6 +98,9 @@ pub fn context(
         state: SharedState::new(state),
         operation_timeout,
         dependency_timeout,
+        propagation_timeout: crate::aws::propagation::DEFAULT_PROPAGATION_TIMEOUT,
+        rollouts: Default::default(),
+        replaced_rules: Default::default(),
         created: Default::default(),
         hints: Arc::new(live.hints.clone()),
     }
@@ -175,14 +180,21 @@ pub async fn converge(
                 Some(old) => format!("{nonce}/{digest}/replaces/{}", old.id),
                 None => format!("{nonce}/{digest}"),
             });
-            let (created, facts) = resource::create(ctx, node, &salt).await?;
+            // A refused create made nothing (tokens make a lost answer safe too): retrying it is safe.
+            let (created, facts) =
+                settle(&label, ctx.propagation_timeout, &ctx.clients.calls, || resource::create(ctx, node, &salt))
+                    .await?;
             ctx.created.lock().expect("created lock").insert(node.id.clone());
             record(ctx, node, &created.id, created.arn.clone()).await?;
             let done = if stale.is_some() { Done::Recreated } else { Done::Created };
             (done, Observed { id: created.id, arn: created.arn, owner: Owner::Us, facts }, false)
         }
     };
-    let (moved, changed) = resource::sync(ctx, node, &observed, config_changed).await?;
+    // The sync compares before it changes anything, so a retry redoes only what is still missing.
+    let (moved, changed) = settle(&label, ctx.propagation_timeout, &ctx.clients.calls, || {
+        resource::sync(ctx, node, &observed, config_changed)
+    })
+    .await?;
     let id = match moved {
         Some(created) => {
             record(ctx, node, &created.id, created.arn.clone()).await?;

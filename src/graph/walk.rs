@@ -46,6 +46,18 @@ impl StopFlag {
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Sleeps for `d`, or less when the flag is raised meanwhile: a bounded wait stops promptly on Ctrl-C.
+    pub async fn sleep(&self, d: std::time::Duration) {
+        let end = tokio::time::Instant::now() + d;
+        while !self.is_stopped() {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(left.min(std::time::Duration::from_millis(100))).await;
+        }
+    }
 }
 
 /// Walks `dag` in dependency order. `run(i)` is called once per node whose dependencies all succeeded.

@@ -12,11 +12,19 @@ pub struct ApiCalls {
     pub mutating: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Creates and updates retried until a new id or role had propagated.
+    pub propagation_retries: u64,
 }
 
 impl From<&CallSummary> for ApiCalls {
     fn from(c: &CallSummary) -> ApiCalls {
-        ApiCalls { total: c.calls, mutating: c.mutating, retries: c.retries, throttled: c.throttled }
+        ApiCalls {
+            total: c.calls,
+            mutating: c.mutating,
+            retries: c.retries,
+            throttled: c.throttled,
+            propagation_retries: c.propagation,
+        }
     }
 }
 
@@ -36,6 +44,8 @@ pub struct UpReport {
     pub seconds: f64,
     pub api_calls: ApiCalls,
     pub nodes: Vec<UpNode>,
+    /// The rollouts `up` waited for: one per service it created or changed (empty with `--no-wait`).
+    pub rollouts: Vec<crate::engine::rollout::Rollout>,
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -151,7 +161,7 @@ pub struct Namespace<'a> {
     pub id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
     pub service: String,
     pub endpoint: String,
@@ -159,7 +169,21 @@ pub struct ServiceStatus {
     pub running: Option<i32>,
     pub pending: Option<i32>,
     pub rollout: Option<String>,
+    pub rollout_reason: Option<String>,
+    pub failed_tasks: Option<i32>,
+    /// Set when a deployment failed (and ECS rolled back, or the service runs nothing new): why.
+    pub failed_rollout: Option<String>,
+    /// Why the latest stopped tasks stopped, read only when the rollout failed or tasks keep failing.
+    pub stopped_tasks: Vec<String>,
     pub cloud_map_instances: Option<i32>,
+}
+
+impl ServiceStatus {
+    /// A rollout that failed, was rolled back, or keeps failing tasks: the service does not run as deployed.
+    pub fn unhealthy(&self) -> bool {
+        self.failed_rollout.is_some()
+            || (self.rollout.as_deref() == Some("IN_PROGRESS") && self.failed_tasks.unwrap_or(0) > 0)
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
@@ -28,8 +29,7 @@ pub struct Facts {
     /// `com.amazonaws.<region>.<service>`.
     pub service_name: String,
     pub gateway: bool,
-    /// AWS's state, lower case. `pending` (a minute or two on AWS for an interface endpoint) counts as made, as it
-    /// always has: nothing waits for `available`.
+    /// AWS's state, lower case: `pending` for a minute or two on AWS (an interface endpoint), then `available`.
     pub state: String,
     pub subnets: BTreeSet<String>,
     pub route_tables: BTreeSet<String>,
@@ -82,6 +82,9 @@ pub enum Change {
     },
     /// Without private DNS the usual service names resolve to public addresses the tasks' egress blocks.
     PrivateDnsOff,
+    /// Not usable yet (`pending`): until it is `available` with private DNS, image pulls and logs time out, so the
+    /// update waits for it and no ECS service starts before.
+    NotAvailable(String),
 }
 
 fn delta(f: &mut fmt::Formatter<'_>, what: &str, add: &[String], remove: &[String]) -> fmt::Result {
@@ -108,6 +111,7 @@ impl fmt::Display for Change {
             Change::RouteTables { add, remove } => delta(f, "route tables", add, remove),
             Change::Groups { add, remove } => delta(f, "security groups", add, remove),
             Change::PrivateDnsOff => f.write_str("private DNS is off"),
+            Change::NotAvailable(state) => write!(f, "is {state}, not available"),
         }
     }
 }
@@ -205,10 +209,13 @@ impl Resource for Endpoint {
         if !facts.private_dns {
             changes.push(Change::PrivateDnsOff);
         }
+        if !facts.state.is_empty() && facts.state != "available" {
+            changes.push(Change::NotAvailable(facts.state.clone()));
+        }
         changes
     }
 
-    /// One call; the endpoint is not waited for (`pending` on AWS for a minute or two), as before.
+    /// One call; the endpoint is `pending` for a minute or two on AWS, and the update waits until it is available.
     async fn create(ctx: &Ctx, node: &Node, spec: &Spec, salt: &Salt) -> Result<(Created, Facts)> {
         let vpc_id = ctx.id_of(&NodeId::Vpc)?;
         let service_name = format!("com.amazonaws.{}.{}", ctx.clients.region, spec.service);
@@ -254,8 +261,10 @@ impl Resource for Endpoint {
             (!ids.is_empty()).then(|| ids.to_vec())
         }
         let mut request = ctx.clients.ec2.modify_vpc_endpoint().vpc_endpoint_id(live.id);
+        let modifies = changes.iter().any(|c| !matches!(c, Change::NotAvailable(_)));
         for change in changes {
             request = match change {
+                Change::NotAvailable(_) => request,
                 Change::Subnets { add, remove } => {
                     request.set_add_subnet_ids(some(add)).set_remove_subnet_ids(some(remove))
                 }
@@ -271,7 +280,12 @@ impl Resource for Endpoint {
                 }
             };
         }
-        request.send().await.map_err(|e| api_error(format!("update VPC endpoint {}", live.id), e))?;
+        if modifies {
+            request.send().await.map_err(|e| api_error(format!("update VPC endpoint {}", live.id), e))?;
+        }
+        if changes.iter().any(|c| matches!(c, Change::NotAvailable(_))) {
+            wait_available(ctx, live.id).await?;
+        }
         Ok(None)
     }
 
@@ -303,6 +317,38 @@ impl Resource for Endpoint {
 
     fn replace_reason(spec: &Spec) -> String {
         format!("VPC endpoint {}: replacing it cuts image pulls or logs until the new one is available", spec.service)
+    }
+}
+
+/// Polls the endpoint until it is `available`, bounded by `--operation-timeout`.
+async fn wait_available(ctx: &Ctx, id: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let out = ctx
+            .clients
+            .ec2
+            .describe_vpc_endpoints()
+            .vpc_endpoint_ids(id)
+            .send()
+            .await
+            .map_err(|e| api_error(format!("read VPC endpoint {id}"), e))?;
+        let state = out.vpc_endpoints().first().and_then(|v| v.state()).map(|s| s.as_str().to_ascii_lowercase());
+        match state.as_deref() {
+            Some("available") => return Ok(()),
+            Some(s @ ("failed" | "rejected" | "expired" | "deleting" | "deleted")) | Some(s @ "") => {
+                bail!("VPC endpoint {id} is {s}, and will never be available\n  hint: re-run `secep up` to replace it")
+            }
+            None => bail!("VPC endpoint {id} no longer exists\n  hint: re-run `secep up` to create it again"),
+            Some(s) if started.elapsed() + delay > ctx.operation_timeout => bail!(
+                "VPC endpoint {id} is still {s} after {}s\n  hint: raise --operation-timeout, or re-run `secep up` to keep waiting",
+                ctx.operation_timeout.as_secs()
+            ),
+            Some(_) => {
+                tokio::time::sleep(delay).await;
+                delay = crate::aws::poll_delay(started.elapsed());
+            }
+        }
     }
 }
 
@@ -392,7 +438,7 @@ mod tests {
         Facts {
             service_name: "com.amazonaws.us-east-1.ecr.api".into(),
             gateway: false,
-            state: "pending".into(),
+            state: "available".into(),
             subnets: set(&["subnet-a", "subnet-b"]),
             route_tables: BTreeSet::new(),
             groups: set(&["sg-e"]),
@@ -419,11 +465,21 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_as_made_are_in_sync_even_while_pending() {
+    fn endpoints_as_made_are_in_sync_once_available() {
         let (node, spec) = interface();
         assert!(compare(&node, &spec, &interface_facts(), &refs()).is_empty());
         let (node, spec) = gateway();
         assert!(compare(&node, &spec, &gateway_facts(), &refs()).is_empty());
+    }
+
+    #[test]
+    fn a_pending_interface_endpoint_is_waited_for_in_place() {
+        let (node, spec) = interface();
+        let facts = Facts { state: "pending".into(), ..interface_facts() };
+        let changes = compare(&node, &spec, &facts, &refs());
+        assert_eq!(changes, [Change::NotAvailable("pending".into())]);
+        assert!(!super::super::Change::replaces(&changes[0]));
+        assert_eq!(changes[0].to_string(), "is pending, not available");
     }
 
     #[test]

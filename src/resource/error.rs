@@ -99,6 +99,8 @@ impl ErrorKind {
             | "SignatureDoesNotMatch" => ErrorKind::AccessDenied,
             "LimitExceeded" | "LimitExceededException" | "ServiceQuotaExceededException" => ErrorKind::Quota,
             c if c.ends_with("LimitExceeded") => ErrorKind::Quota,
+            // A new execution role is refused to a task definition for a few seconds (see ../shared/notes/real-aws.md).
+            "ClientException" if message.contains("unable to assume the role") => ErrorKind::Propagating,
             // ECS answers a ClientException for a task definition revision that does not exist.
             "ClientException"
                 if message.contains("Unable to describe task definition") || message.contains("does not exist") =>
@@ -109,6 +111,8 @@ impl ErrorKind {
             "InvalidParameterException" if message.contains("Unable to assume the service linked role") => {
                 ErrorKind::Propagating
             }
+            // ECS wraps EC2's answer for a subnet or group it cannot see yet: "… (ErrorCode: InvalidSubnetID.NotFound)".
+            "InvalidParameterException" if message.contains(".NotFound)") => ErrorKind::Propagating,
             c if c.starts_with("Invalid")
                 || c.starts_with("Malformed")
                 || matches!(c, "ClientException" | "ValidationError" | "ValidationException" | "MissingParameter") =>
@@ -232,6 +236,16 @@ mod tests {
             (
                 "InvalidParameterException",
                 "Unable to assume the service linked role. Please verify that the ECS service linked role exists.",
+                ErrorKind::Propagating,
+            ),
+            (
+                "InvalidParameterException",
+                "Error retrieving subnet information for [subnet-1]: The subnet ID 'subnet-1' does not exist (ErrorCode: InvalidSubnetID.NotFound)",
+                ErrorKind::Propagating,
+            ),
+            (
+                "ClientException",
+                "ECS was unable to assume the role 'arn:aws:iam::1:role/r' that was provided for this task.",
                 ErrorKind::Propagating,
             ),
             ("InvalidParameterException", "bad", ErrorKind::Invalid),

@@ -350,13 +350,23 @@ async fn converge_direction(
             _ => None,
         })
         .collect();
-    let extra: Vec<String> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Allows { rule } if rule.egress == egress => rule.id.clone(),
-            _ => None,
-        })
-        .collect();
+    // A service's egress to another group of the stack that the config no longer wants (a callee's old port, a
+    // dropped call) is what its running tasks still use: revoked once the rollouts have completed. Anything else
+    // extra (a hand-added CIDR, say) goes now.
+    let later = |rule: &Rule| !together && egress && matches!(node, NodeId::Egress(_)) && rule.peer.starts_with("sg-");
+    let mut extra: Vec<String> = Vec::new();
+    for c in changes {
+        if let Change::Allows { rule } = c
+            && rule.egress == egress
+            && let Some(id) = &rule.id
+        {
+            if later(rule) {
+                ctx.replaced_rules.lock().expect("replaced rules lock").push((group_id.to_string(), id.clone(), true));
+            } else {
+                extra.push(id.clone());
+            }
+        }
+    }
     let add = async {
         match grant(ctx, node, group_id, egress, &missing).await {
             // A retried call whose first answer was lost: the rules are there.
@@ -444,13 +454,18 @@ async fn revoke_default_egress(ctx: &Ctx, group_id: &str) -> Result<()> {
     let all = IpPermission::builder().ip_protocol("-1").ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
     let result =
         ctx.clients.ec2.revoke_security_group_egress().group_id(group_id).ip_permissions(all.build()).send().await;
-    result.map_err(|e| api_error(format!("revoke the default allow-all egress of {group_id}"), e)).or_gone()?;
-    Ok(())
+    match result.map_err(|e| api_error(format!("revoke the default allow-all egress of {group_id}"), e)) {
+        Ok(_) => Ok(()),
+        // The rule is gone already. Only that: a group this run just made can be unknown for a moment
+        // (`InvalidGroup.NotFound`), and skipping the revoke then would leave it open to the world on the way out.
+        Err(e) if super::error::error_code(&e) == Some("InvalidPermission.NotFound") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Revokes rules of one direction by id, in one call. One rule already gone fails the whole call: then each is
 /// revoked on its own, the gone ones skipped.
-async fn revoke(ctx: &Ctx, group_id: &str, egress: bool, rule_ids: Vec<String>) -> Result<Deleted> {
+pub async fn revoke(ctx: &Ctx, group_id: &str, egress: bool, rule_ids: Vec<String>) -> Result<Deleted> {
     if rule_ids.is_empty() {
         return Ok(Deleted::Now);
     }

@@ -187,8 +187,9 @@ impl Resource for IngressRule {
         authorize(ctx, &node.id, spec).await
     }
 
-    /// A rule cannot be edited by secep: the rule as declared is authorized first (the path stays open), then the
-    /// old one is revoked. The rule's id moves to the new one.
+    /// A rule cannot be edited by secep: the rule as declared is authorized first (the path stays open); the old one
+    /// is revoked by `up` once the rollouts it started have completed, since the running tasks use it until then.
+    /// The rule's id moves to the new one.
     async fn update(
         ctx: &Ctx,
         node: &Node,
@@ -198,7 +199,8 @@ impl Resource for IngressRule {
     ) -> Result<Option<Created>> {
         let (created, _) = authorize(ctx, &node.id, spec).await?;
         if created.id != live.id {
-            revoke(ctx, &live.facts.group_id, live.id).await?;
+            let replaced = (live.facts.group_id.clone(), live.id.to_string(), false);
+            ctx.replaced_rules.lock().expect("replaced rules lock").push(replaced);
         }
         Ok(Some(created))
     }

@@ -238,6 +238,13 @@ pub struct Ctx {
     pub operation_timeout: Duration,
     /// Upper bound for waiting out what AWS still holds (lingering ENIs, draining services).
     pub dependency_timeout: Duration,
+    /// Upper bound for waiting until a new id or role has propagated (see `aws/propagation.rs`).
+    pub propagation_timeout: Duration,
+    /// The ECS deployments this run started, for `up` to wait on (see `engine/rollout.rs`).
+    pub rollouts: Arc<Mutex<Vec<crate::engine::rollout::Started>>>,
+    /// Rules between the stack's groups that this run replaced (a port change, a dropped call), as (group, rule,
+    /// egress): revoked only once the rollouts have completed, since the tasks running until then use them.
+    pub replaced_rules: Arc<Mutex<Vec<(String, String, bool)>>>,
     /// Nodes created by this run: what they contain cannot predate it.
     pub created: Arc<Mutex<BTreeSet<NodeId>>>,
     /// The records as this run found them (an ECS service retires the revision it ran before).

@@ -329,7 +329,7 @@ pub(super) async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str
             );
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = crate::aws::poll_delay(started.elapsed());
     }
 }
 

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::read::{ec2_node, ec2_tag};
 use super::support::ec2_tags;
 use super::{
-    Compare, Created, Ctx, Deleted, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK, View,
-    api_error,
+    Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
+    View, api_error, is,
 };
 use crate::model::{Node, NodeId};
 
@@ -245,6 +245,15 @@ fn facts_of(g: &Gateway) -> Facts {
 
 /// The state of a NAT gateway, with its failure message (`None`: it does not exist).
 async fn nat_state(ctx: &Ctx, id: &str) -> Result<Option<(String, Option<String>)>> {
+    match nat_state_strict(ctx, id).await {
+        Ok(state) => Ok(Some(state)),
+        Err(e) if is(&e, ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The state of a NAT gateway; NotFound is an error.
+async fn nat_state_strict(ctx: &Ctx, id: &str) -> Result<(String, Option<String>)> {
     let out = ctx
         .clients
         .ec2
@@ -252,19 +261,27 @@ async fn nat_state(ctx: &Ctx, id: &str) -> Result<Option<(String, Option<String>
         .nat_gateway_ids(id)
         .send()
         .await
-        .map_err(|e| api_error(format!("read NAT gateway {id}"), e))
-        .or_gone()?;
-    Ok(out.and_then(|out| {
-        out.nat_gateways().first().map(|n| {
-            (n.state().map(|s| s.as_str().to_string()).unwrap_or_default(), n.failure_message().map(str::to_string))
+        .map_err(|e| api_error(format!("read NAT gateway {id}"), e))?;
+    let found = out.nat_gateways().first().map(|n| {
+        (n.state().map(|s| s.as_str().to_string()).unwrap_or_default(), n.failure_message().map(str::to_string))
+    });
+    // An empty answer for an id is what AWS says of a gateway long deleted.
+    found.ok_or_else(|| {
+        anyhow::Error::new(super::ApiError {
+            action: format!("read NAT gateway {id}"),
+            code: Some("NatGatewayNotFound".into()),
+            kind: ErrorKind::NotFound,
+            detail: format!("NAT gateway {id} was not found (NatGatewayNotFound)"),
         })
-    }))
+    })
 }
 
 async fn wait_nat(ctx: &Ctx, id: &str, want: &str, timeout: Duration) -> Result<()> {
     let started = Instant::now();
     loop {
-        let state = nat_state(ctx, id).await?;
+        // A gateway this run just made can be unknown for a moment (eventual consistency): while waiting for it to
+        // become available, NotFound is propagation (retried by the caller), not absence.
+        let state = if want == "available" { nat_state_strict(ctx, id).await.map(Some)? } else { nat_state(ctx, id).await? };
         match state.as_ref().map(|(s, m)| (s.as_str(), m)) {
             Some((s, _)) if s == want => return Ok(()),
             None if want == "deleted" => return Ok(()),
@@ -279,7 +296,7 @@ async fn wait_nat(ctx: &Ctx, id: &str, want: &str, timeout: Duration) -> Result<
             _ if started.elapsed() > timeout => {
                 bail!("NAT gateway {id} is not {want} after {}s\n  hint: raise --operation-timeout", timeout.as_secs())
             }
-            _ => tokio::time::sleep(Duration::from_secs(5)).await,
+            _ => tokio::time::sleep(crate::aws::poll_delay(started.elapsed())).await,
         }
     }
 }

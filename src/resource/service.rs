@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, LaunchType, NetworkConfiguration, PropagateTags, ServiceRegistry,
+    AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
+    NetworkConfiguration, PropagateTags, ServiceRegistry,
 };
 use serde::Serialize;
 
@@ -41,6 +42,13 @@ pub struct Facts {
     pub groups: BTreeSet<String>,
     pub public_ip: bool,
     pub registries: Vec<String>,
+    /// The deployment circuit breaker as (enable, rollback); `None` when the answer does not say (an emulator).
+    pub circuit_breaker: Option<(bool, bool)>,
+    /// The primary deployment's id and failed task count.
+    pub deployment: Option<String>,
+    pub failed_tasks: i32,
+    /// The reason of a deployment listed as FAILED (the primary one, or one ECS rolled back from).
+    pub failed_rollout: Option<String>,
 }
 
 impl Facts {
@@ -60,6 +68,17 @@ impl Facts {
             groups: vpc.map(|v| v.security_groups().iter().cloned().collect()).unwrap_or_default(),
             public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
             registries: s.service_registries().iter().filter_map(|r| r.registry_arn()).map(str::to_string).collect(),
+            circuit_breaker: s
+                .deployment_configuration()
+                .and_then(|c| c.deployment_circuit_breaker())
+                .map(|b| (b.enable(), b.rollback())),
+            deployment: primary.and_then(|d| d.id()).map(str::to_string),
+            failed_tasks: primary.map_or(0, |d| d.failed_tasks()),
+            failed_rollout: s
+                .deployments()
+                .iter()
+                .find(|d| d.rollout_state().is_some_and(|r| r.as_str() == "FAILED"))
+                .map(|d| d.rollout_state_reason().unwrap_or("the deployment failed").to_string()),
         }
     }
 
@@ -78,6 +97,9 @@ pub enum Change {
     PublicIp,
     /// Registered in another Cloud Map service than its own (UpdateService changes it in place).
     Registries { from: Vec<String>, to: String },
+    /// Without the deployment circuit breaker (and its rollback), a deployment whose tasks never start retries for
+    /// ever: `up` would wait for nothing and the service would run nothing.
+    CircuitBreaker { enable: bool, rollback: bool },
     /// Being deleted: ECS updates nothing on a DRAINING service; only a new one will do.
     Draining,
 }
@@ -104,6 +126,13 @@ impl fmt::Display for Change {
             Change::Registries { from, to } => {
                 let from = if from.is_empty() { "nothing".to_string() } else { from.join(", ") };
                 write!(f, "registers in {from}, not {to}")
+            }
+            Change::CircuitBreaker { enable, rollback } => {
+                write!(f, "deployment circuit breaker is {}", match (enable, rollback) {
+                    (false, _) => "off",
+                    (true, false) => "on without rollback",
+                    (true, true) => "on",
+                })
             }
             Change::Draining => f.write_str("is being deleted (DRAINING)"),
         }
@@ -180,6 +209,11 @@ impl Resource for Service {
         {
             changes.push(Change::Registries { from: facts.registries.clone(), to: registry });
         }
+        if let Some((enable, rollback)) = facts.circuit_breaker
+            && !(enable && rollback)
+        {
+            changes.push(Change::CircuitBreaker { enable, rollback });
+        }
         changes
     }
 
@@ -197,6 +231,7 @@ impl Resource for Service {
             .launch_type(LaunchType::Fargate)
             .network_configuration(network(ctx, node, name)?)
             .service_registries(registry(ctx, name)?)
+            .deployment_configuration(deployment_configuration())
             // ECS does not fill the token itself; a deterministic one makes a retried create idempotent.
             .client_token(salt.token(&ctx.stack, &node.id))
             .propagate_tags(PropagateTags::Service)
@@ -207,6 +242,7 @@ impl Resource for Service {
         let arn = out.service().and_then(|s| s.service_arn());
         let created = Created::from_answer("CreateService", arn, arn)?;
         let facts = out.service().map(Facts::of).context("CreateService answered without the service")?;
+        watch(ctx, name, &cluster, &created.id, &facts, None);
         Ok((created, facts))
     }
 
@@ -245,14 +281,17 @@ impl Resource for Service {
         if changes.iter().any(|c| matches!(c, Change::Registries { .. })) {
             call = call.service_registries(registry(ctx, name)?);
         }
+        if changes.iter().any(|c| matches!(c, Change::CircuitBreaker { .. })) {
+            call = call.deployment_configuration(deployment_configuration());
+        }
         let what = changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         let action = format!("update ECS service {name} in cluster {cluster} ({what})");
-        call.send().await.map_err(|e| api_error(action, e))?;
-        if let Some(now) = moved_to
-            && let Some(old) = ctx.previous.get(&td_node).filter(|old| old.id != now)
-        {
-            // The service no longer uses the old revision: nothing stray is left behind.
-            super::task_definition::deregister(ctx, &old.id).await?;
+        let out = call.send().await.map_err(|e| api_error(action, e))?;
+        // Watched until it runs; the revision it ran before is retired only once the new one has rolled out.
+        let facts = out.service().map(Facts::of);
+        let retire = moved_to.and_then(|now| ctx.previous.get(&td_node).filter(|old| old.id != now).map(|o| o.id.clone()));
+        if let Some(facts) = facts {
+            watch(ctx, name, &cluster, live.id, &facts, retire);
         }
         Ok(None)
     }
@@ -291,6 +330,26 @@ impl Resource for Service {
             spec.service
         )
     }
+}
+
+/// The circuit breaker with rollback, on every service: a deployment whose tasks cannot start stops (FAILED) and
+/// ECS goes back to the last deployment that worked, instead of retrying for ever.
+fn deployment_configuration() -> DeploymentConfiguration {
+    let breaker = DeploymentCircuitBreaker::builder().enable(true).rollback(true).build();
+    DeploymentConfiguration::builder().deployment_circuit_breaker(breaker).build()
+}
+
+/// Hands the deployment an answer describes to `up`, which waits until it has rolled out.
+fn watch(ctx: &Ctx, service: &str, cluster: &str, arn: &str, facts: &Facts, retire: Option<String>) {
+    let started = crate::engine::rollout::Started {
+        service: service.to_string(),
+        cluster: cluster.to_string(),
+        arn: arn.to_string(),
+        deployment: facts.deployment.clone(),
+        task_definition: facts.task_definition.clone(),
+        retire,
+    };
+    ctx.rollouts.lock().expect("rollouts lock").push(started);
 }
 
 fn count(n: u32) -> i32 {
@@ -342,6 +401,8 @@ async fn wait_until_gone(ctx: &Ctx, cluster: &str, arn: &str, name: &str) -> Res
             .describe_services()
             .cluster(cluster)
             .services(arn)
+            // Always with tags: moto answers a describe without them by stripping the tags of concurrent ones.
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
             .send()
             .await
             .map_err(|e| api_error(format!("read ECS service {name}"), e))
@@ -425,6 +486,10 @@ mod tests {
             groups: ["sg-1".to_string()].into_iter().collect(),
             public_ip: false,
             registries: vec![SD.into()],
+            circuit_breaker: Some((true, true)),
+            deployment: Some("ecs-svc/1".into()),
+            failed_tasks: 0,
+            failed_rollout: None,
         }
     }
 
@@ -468,6 +533,12 @@ mod tests {
 
         let facts = Facts { registries: vec![], ..in_sync() };
         assert_eq!(compare(&facts), [Change::Registries { from: vec![], to: SD.into() }]);
+
+        let facts = Facts { circuit_breaker: Some((false, false)), ..in_sync() };
+        assert_eq!(compare(&facts), [Change::CircuitBreaker { enable: false, rollback: false }]);
+        assert_eq!(compare(&facts)[0].to_string(), "deployment circuit breaker is off");
+        // An answer that does not say (an emulator) is not a difference.
+        assert_eq!(compare(&Facts { circuit_breaker: None, ..in_sync() }), []);
 
         assert!(compare(&in_sync()).iter().all(|c| !c.replaces()));
     }

@@ -136,9 +136,53 @@ impl Resource for TaskDefinition {
         Ok(Some(register_or_reuse(ctx, node, spec).await?))
     }
 
+    /// Deregisters the revision and the family's other revisions of this stack (the one kept for a rollback).
     async fn delete(ctx: &Ctx, live: &View<'_, Facts>) -> Result<Deleted> {
-        deregister(ctx, live.id).await
+        let deleted = deregister(ctx, live.id).await?;
+        retire_family(ctx, live.id, &[]).await?;
+        Ok(deleted)
     }
+}
+
+/// `family` of `arn:…:task-definition/family:revision`.
+fn family_of(arn: &str) -> &str {
+    let tail = arn.rsplit_once('/').map_or(arn, |(_, t)| t);
+    tail.rsplit_once(':').map_or(tail, |(f, _)| f)
+}
+
+/// Deregisters the ACTIVE revisions of `current`'s family that carry the stack's tag, except `current` and `keep`:
+/// after a rollout the revision it replaced stays, so ECS (and a user) has somewhere to roll back to.
+pub async fn retire_family(ctx: &Ctx, current: &str, keep: &[&str]) -> Result<usize> {
+    let family = family_of(current);
+    let mut arns = Vec::new();
+    let mut pages = ctx
+        .clients
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family)
+        .status(TaskDefinitionStatus::Active)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| api_error(format!("list the revisions of {family}"), e))?;
+        arns.extend(page.task_definition_arns().iter().cloned());
+    }
+    // The prefix also matches `family2`: only this family, and never what is kept.
+    let retired: Vec<(String, String)> = arns
+        .into_iter()
+        .filter(|a| family_of(a) == family && a != current && !keep.contains(&a.as_str()))
+        .map(|a| (a.clone(), a))
+        .collect();
+    let mut count = 0;
+    for ((_, arn), out) in describe_all(&ctx.clients, retired).await? {
+        let ours = out.as_ref().is_some_and(|o| ecs_tag(o.tags(), TAG_STACK) == Some(ctx.stack.as_str()));
+        let active = out.as_ref().and_then(|o| o.task_definition()).and_then(|t| t.status())
+            == Some(&TaskDefinitionStatus::Active);
+        if ours && active && deregister(ctx, &arn).await? == Deleted::Now {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// Converge: the recorded revisions. One a service of the stack runs counts as live without a call; the others are

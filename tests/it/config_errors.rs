@@ -15,12 +15,12 @@ max_azs = 2
 name = "{namespace}"
 
 [services.web]
-image = "web-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web-image"
 port = 8080
 calls = ["api"]
 
 [services.api]
-image = "api-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api-image"
 port = 9090
 "#;
 
@@ -81,7 +81,12 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
             "namespace.name: `bad..local` is not a DNS name",
         ),
         ("namespace label", "name = \"{namespace}\"", "name = \"-bad.local\"", "starts or ends with a hyphen"),
-        ("missing image", "image = \"api-image\"\n", "", "services.api.image: missing required key `image`"),
+        (
+            "missing image",
+            "image = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/api-image\"\n",
+            "",
+            "services.api.image: missing required key `image`",
+        ),
         ("missing network", "[network]\ncidr = \"10.0.0.0/16\"\nmax_azs = 2\n", "", "missing [network] table"),
         (
             "env collides with peer URL",
@@ -124,7 +129,12 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
             "stack: expected a table, found string",
         ),
         ("AZs vs max_azs", "max_azs = 2", "max_azs = 2\nazs = [\"us-east-1a\"]", "lists 1 zones but max_azs is 2"),
-        ("callee not declared", "[services.api]\nimage = \"api-image\"\nport = 9090\n", "", "unknown service `api`"),
+        (
+            "callee not declared",
+            "[services.api]\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/api-image\"\nport = 9090\n",
+            "",
+            "unknown service `api`",
+        ),
         (
             "egress mode",
             "max_azs = 2",

@@ -20,17 +20,17 @@ max_azs = 2
 name = "{namespace}"
 
 [services.web]
-image = "web:1"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1"
 port = 8080
 calls = ["api"]
 
 [services.api]
-image = "api:1"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:1"
 port = 9000
 calls = ["db"]
 
 [services.db]
-image = "db:1"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/db:1"
 port = 5432
 "#;
 
@@ -76,7 +76,16 @@ impl Stack {
     }
 
     async fn service(&self, name: &str) -> aws_sdk_ecs::types::Service {
-        let out = self.aws.ecs.describe_services().cluster(&self.p.stack).services(name).send().await.unwrap();
+        let out = self
+            .aws
+            .ecs
+            .describe_services()
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .cluster(&self.p.stack)
+            .services(name)
+            .send()
+            .await
+            .unwrap();
         out.services()[0].clone()
     }
 
@@ -138,23 +147,33 @@ impl Stack {
     }
 }
 
+const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
 #[tokio::test]
-async fn image_and_environment_changes_roll_a_new_revision_and_retire_the_old() {
+async fn image_and_environment_changes_roll_a_new_revision_and_keep_only_the_one_before() {
     let s = Stack::up("conv-image").await;
-    let actions = s.change(|c| c.replace("image = \"api:1\"", "image = \"api:2\"\nenvironment = { MODE = \"fast\" }"));
+    let image = |tag: &str| format!("image = \"{ECR}/api:{tag}\"");
+    let actions = s.change(|c| c.replace(&image("1"), &format!("{}\nenvironment = {{ MODE = \"fast\" }}", image("2"))));
     assert_eq!(actions, ["update svc/api", "update td/api"]);
     s.apply();
     let c = s.container("api").await;
-    assert_eq!(c.image(), Some("api:2"));
+    assert_eq!(c.image(), Some(format!("{ECR}/api:2").as_str()));
     assert!(c.environment().iter().any(|kv| kv.name() == Some("MODE") && kv.value() == Some("fast")));
-    assert_eq!(s.active_revisions("api").await, 1, "the old revision is deregistered");
+    // Make before break: the revision the rollout replaced stays, so a rollback has somewhere to go.
+    assert_eq!(s.active_revisions("api").await, 2, "the replaced revision is kept for a rollback");
+    s.change(|c| c.replace(&image("2"), &image("3")));
+    s.apply();
+    assert_eq!(s.active_revisions("api").await, 2, "only the one revision before the running one is kept");
 }
 
 #[tokio::test]
 async fn desired_count_is_updated_in_place() {
     let s = Stack::up("conv-count").await;
     assert_eq!(
-        s.change(|c| c.replace("image = \"web:1\"", "image = \"web:1\"\ndesired_count = 3")),
+        s.change(|c| c.replace(
+            "image = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1\"",
+            "image = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1\"\ndesired_count = 3"
+        )),
         ["update svc/web"]
     );
     s.apply();
@@ -167,7 +186,12 @@ async fn a_desired_count_change_sends_desired_count_alone_and_starts_no_deployme
     // Regression: every UpdateService sent the task definition, the network configuration and the registries, and
     // AWS starts a new deployment (every task replaced) for each of them.
     let s = Stack::up("conv-count-only").await;
-    s.change(|c| c.replace("image = \"web:1\"", "image = \"web:1\"\ndesired_count = 2"));
+    s.change(|c| {
+        c.replace(
+            "image = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1\"",
+            "image = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1\"\ndesired_count = 2",
+        )
+    });
     let proxy = Proxy::start(&[]);
     s.p.secep_at(&proxy.url, &["up"]).success();
     let updates: Vec<_> =
@@ -238,8 +262,8 @@ async fn services_are_added_and_removed_with_their_whole_chain() {
     // db goes away (api stops calling it); cache arrives, called by api.
     let actions = s.change(|c| {
         let c = c.replace(
-            "[services.db]\nimage = \"db:1\"\nport = 5432\n",
-            "[services.cache]\nimage = \"cache:1\"\nport = 6379\n",
+            "[services.db]\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/db:1\"\nport = 5432\n",
+            "[services.cache]\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/cache:1\"\nport = 6379\n",
         );
         c.replace("calls = [\"db\"]", "calls = [\"cache\"]")
     });
@@ -267,7 +291,16 @@ async fn services_are_added_and_removed_with_their_whole_chain() {
     );
     s.apply();
     assert_eq!(s.ingress("cache").await, BTreeSet::from(["api:6379".to_string()]));
-    let db = s.aws.ecs.describe_services().cluster(&s.p.stack).services("db").send().await.unwrap();
+    let db = s
+        .aws
+        .ecs
+        .describe_services()
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .cluster(&s.p.stack)
+        .services("db")
+        .send()
+        .await
+        .unwrap();
     assert!(db.services().iter().all(|svc| svc.status() == Some("INACTIVE")), "the removed ECS service is gone");
     assert_eq!(s.active_revisions("db").await, 0, "its task definition is deregistered");
     let groups = s

@@ -19,12 +19,12 @@ EGRESS
 name = "{namespace}"
 
 [services.web]
-image = "web-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web-image"
 port = 8080
 calls = ["api"]
 
 [services.api]
-image = "api-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api-image"
 port = 9090
 task_role_arn = "arn:aws:iam::123456789012:role/api-task"
 "#;

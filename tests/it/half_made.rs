@@ -17,7 +17,7 @@ nat_gateways = "one"
 name = "{namespace}"
 
 [services.web]
-image = "web-image"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web-image"
 port = 8080
 "#;
 

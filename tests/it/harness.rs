@@ -35,6 +35,17 @@ pub fn emulator() -> &'static str {
     })
 }
 
+/// AWS's durations (namespace 45 s, endpoints 90 s, rollouts 120 s, ...) times this: every rule acts, and a
+/// deploy still takes about a second (localstack/README.md, "AWS's clock").
+pub const CLOCK_SCALE: &str = "0.005";
+
+/// The proxy every `Project::secep` goes through: AWS's rules (`--strict`) and its clock, scaled down, in front of
+/// the shared emulator. Tests that need their own faults start their own [`Proxy`].
+pub fn aws_clock() -> &'static str {
+    static PROXY: OnceLock<Proxy> = OnceLock::new();
+    &PROXY.get_or_init(|| Proxy::start(&["--strict"])).url
+}
+
 /// A unique, valid stack name per test (tests share one emulator and run in parallel).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -81,9 +92,13 @@ impl Run {
 impl Project {
     /// A project from one of the shipped configs, renamed so that tests never collide.
     pub fn from_shipped(file: &str, prefix: &str) -> Project {
+        Project::from_shipped_as(file, unique(prefix))
+    }
+
+    /// A project from a shipped config under the given (unique) stack name.
+    pub fn from_shipped_as(file: &str, stack: String) -> Project {
         let text = std::fs::read_to_string(repo().join("config").join(file)).unwrap();
         let original = toml::from_str::<toml::Table>(&text).unwrap();
-        let stack = unique(prefix);
         let namespace = format!("{stack}.local");
         let text = text
             .replace(
@@ -120,9 +135,9 @@ impl Project {
         self.dir.path().join(".secep").join(format!("{}.state.json", self.stack))
     }
 
-    /// Runs secep against the shared emulator.
+    /// Runs secep against the shared emulator, through the proxy that gives it AWS's rules and clock.
     pub fn secep(&self, args: &[&str]) -> Run {
-        self.secep_at(emulator(), args)
+        self.secep_at(aws_clock(), args)
     }
 
     /// Runs secep in the project folder with test credentials and only the given endpoint.
@@ -158,7 +173,9 @@ impl Project {
     }
 }
 
-/// SDK clients for independent describe calls against the emulator.
+/// SDK clients for independent describe calls against the emulator. Every ECS `DescribeServices` here asks for the
+/// tags: moto 5.2.5 keeps that choice in one dict shared by all requests, so a describe without it strips the tags
+/// from a concurrent one of secep's, which then takes its own services for someone else's.
 pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
     pub ecs: aws_sdk_ecs::Client,
@@ -204,13 +221,19 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts a proxy with the given extra flags (e.g. `--strict`).
+    /// Starts a proxy with the given extra flags (e.g. `--strict`). Rollouts always take AWS's time scaled by
+    /// [`CLOCK_SCALE`] (and complete, or fail as they would), unless the flags set the clock themselves.
     pub fn start(flags: &[&str]) -> Proxy {
         use std::io::BufRead;
         let python = repo().join("localstack/.venv/bin/python");
         let mut child = Command::new(python)
             .arg(repo().join("localstack/proxy.py"))
             .args(["--upstream", emulator(), "--port", "0", "-q", "--watch-pid", &std::process::id().to_string()])
+            .args(if flags.iter().any(|f| f.starts_with("--clock-scale")) {
+                vec![]
+            } else {
+                vec!["--clock-scale", CLOCK_SCALE, "--rule", "rollout"]
+            })
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -30,8 +30,15 @@ async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
         aws.ecs.list_services().cluster(&p.stack).send().await.map(|o| o.service_arns().to_vec()).unwrap_or_default();
     let mut active = 0;
     for batch in arns.chunks(10) {
-        let out =
-            aws.ecs.describe_services().cluster(&p.stack).set_services(Some(batch.to_vec())).send().await.unwrap();
+        let out = aws
+            .ecs
+            .describe_services()
+            .include(aws_sdk_ecs::types::ServiceField::Tags)
+            .cluster(&p.stack)
+            .set_services(Some(batch.to_vec()))
+            .send()
+            .await
+            .unwrap();
         active += out.services().iter().filter(|s| s.status() == Some("ACTIVE")).count();
     }
     c.insert("ecs service", active);
@@ -138,7 +145,7 @@ pub(crate) fn mesh(services: usize) -> (String, usize) {
         let calls: Vec<String> = (1..=2).map(|d| format!("\"s{}\"", (i + d) % services)).collect();
         edges += calls.len();
         text.push_str(&format!(
-            "\n[services.s{i}]\nimage = \"img-{i}\"\nport = {}\ncalls = [{}]\n",
+            "\n[services.s{i}]\nimage = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/img-{i}\"\nport = {}\ncalls = [{}]\n",
             8000 + i,
             calls.join(", ")
         ));

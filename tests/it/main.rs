@@ -9,5 +9,7 @@ mod harness;
 mod kill;
 mod proxy;
 mod robustness;
+mod rollout;
+mod snapshots;
 mod status;
 mod up;

@@ -216,7 +216,15 @@ async fn a_throttled_account_slows_the_deploy_down_instead_of_failing_it() {
     // Every service exists, checked independently of secep.
     let aws = aws().await;
     let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
-    let services = aws.ecs.describe_services().cluster(&p.stack).set_services(Some(names)).send().await.unwrap();
+    let services = aws
+        .ecs
+        .describe_services()
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .cluster(&p.stack)
+        .set_services(Some(names))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(services.services().iter().filter(|s| s.status() == Some("ACTIVE")).count(), 10);
     p.secep(&["down", "--yes"]).success();
 }

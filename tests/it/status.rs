@@ -18,17 +18,17 @@ max_azs = 2
 name = "{namespace}"
 
 [services.web]
-image = "web"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web"
 port = 8080
 calls = ["api"]
 
 [services.api]
-image = "api"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/api"
 port = 9000
 calls = ["db"]
 
 [services.db]
-image = "db"
+image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/db"
 port = 5432
 "#;
 
@@ -130,7 +130,15 @@ async fn resources_deleted_behind_seceps_back_are_named_and_repaired_by_up() {
     let subnets = aws.ec2.describe_subnets().filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
     let live_subnets: Vec<String> = subnets.subnets().iter().map(|s| s.subnet_id().unwrap().to_string()).collect();
     assert!(!live_subnets.contains(&subnet) && live_subnets.len() == 2);
-    let svc = aws.ecs.describe_services().cluster(&p.stack).services("api").send().await.unwrap();
+    let svc = aws
+        .ecs
+        .describe_services()
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
+        .cluster(&p.stack)
+        .services("api")
+        .send()
+        .await
+        .unwrap();
     let svc = &svc.services()[0];
     let used: Vec<String> = svc.network_configuration().unwrap().awsvpc_configuration().unwrap().subnets().to_vec();
     assert!(used.iter().all(|s| live_subnets.contains(s)), "{used:?} vs {live_subnets:?}");

@@ -162,6 +162,7 @@ async fn check_services(
     let out = aws
         .ecs
         .describe_services()
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
         .cluster(&p.stack)
         .set_services(Some(names.iter().map(|s| s.to_string()).collect()))
         .include(aws_sdk_ecs::types::ServiceField::Tags)
