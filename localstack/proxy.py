@@ -783,6 +783,12 @@ def _eni_blocker(state: State, call: Call, res_id: str) -> str | None:
         if known is None:
             for page in ecs.get_paginator("list_clusters").paginate():
                 clusters += page.get("clusterArns", [])
+            # moto lists deleted clusters too (INACTIVE): only the live ones can hold tasks (100 per describe).
+            live = []
+            for i in range(0, len(clusters), 100):
+                described = ecs.describe_clusters(clusters=clusters[i:i + 100]).get("clusters", [])
+                live += [c["clusterArn"] for c in described if c.get("status") == "ACTIVE"]
+            clusters = live
         for cl in clusters:
             for s in _ecs_services(ecs, cl):
                 if s.get("status") in ("ACTIVE", "DRAINING") and res_id in _awsvpc_ids(s):
