@@ -48,6 +48,7 @@ RULES = (
     "cluster-contains-services",  # ECS DeleteCluster with ACTIVE/DRAINING services
     "service-idempotency",  # ECS CreateService name clash / clientToken replay
     "operation-pending",  # Cloud Map GetOperation PENDING for a while
+    "teardown-edges",  # EC2 ReleaseAddress of an address already released through the proxy -> AuthFailure (401)
     # AWS's clock: each acts only while its duration knob (CLOCK below) is > 0.
     "id-propagation",  # a new EC2 id is NotFound for a while
     "linked-role-propagation",  # a new ECS service-linked role cannot be assumed for a while
@@ -471,6 +472,7 @@ class State:
         self.sd_namespace_of: dict[str, str] = {}
         self.service_tokens: dict[tuple, str | None] = {}  # (region, cluster, name) -> clientToken
         self.pending_ops: dict[str, float] = {}  # Cloud Map operation id -> first seen
+        self.released_allocations: set[tuple[str, str, str]] = set()  # (region, access key, AllocationId) released
         self.clock = Clock()  # what the AWS's-clock rules remember
         self.clients: dict[tuple, Any] = {}
         self.kill_count = 0  # successful mutating answers since the kill switch was armed
@@ -520,6 +522,7 @@ class State:
                 self.seen_clusters.clear()
                 self.sd_namespace_of.clear()
                 self.pending_ops.clear()
+                self.released_allocations.clear()
                 self.clock = Clock()
             self._merge(part)
             return self.snapshot()
@@ -699,6 +702,16 @@ def check_rules(state: State, call: Call) -> None:
                     raise RuleViolation("eni-in-use", "DependencyViolation", f"resource {res_id} has a dependent object")
                 raise RuleViolation("eni-in-use", "DependencyViolation",
                                     f"The subnet '{res_id}' has dependencies and cannot be deleted.")
+    elif svc == "ec2" and op == "ReleaseAddress" and state.rule_on("teardown-edges"):
+        # AWS hands a released address back to the pool; releasing it again fails AuthFailure once another account
+        # holds it. The proxy answers the worst case for every AllocationId it saw released successfully. No upstream
+        # call: a set look-up. (DeleteRouteTable with subnet associations needs no rule: moto 5.2.5 already answers
+        # DependencyViolation "The routeTable 'rtb-…' has dependencies and cannot be deleted.", as AWS does.)
+        alloc = p.get("AllocationId")
+        with state.lock:
+            released = bool(alloc) and (call.region, call.access_key, alloc) in state.released_allocations
+        if released:
+            raise RuleViolation("teardown-edges", "AuthFailure", AUTH_FAILURE_MSG, 401)
     elif svc == "ecs" and op == "DeleteCluster" and state.rule_on("cluster-contains-services"):
         cluster = p.get("cluster") or "default"
         try:
@@ -759,6 +772,9 @@ def check_rules(state: State, call: Call) -> None:
         if in_namespace:
             raise RuleViolation("sd-namespace-in-use", "ResourceInUse",
                                 "Namespace has associated services; delete the services before deleting the namespace")
+
+
+AUTH_FAILURE_MSG = "You do not have permission to access the specified resource."
 
 
 def _sd_namespace(state: State, sd: Any, service_id: str) -> str | None:
@@ -873,6 +889,10 @@ def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response
                 operation["Status"] = "PENDING"
                 operation["UpdateDate"] = operation.get("CreateDate", operation.get("UpdateDate"))
                 return (status, headers, json.dumps(doc).encode()), "rule:operation-pending"
+    if call.service == "ec2" and op == "ReleaseAddress" and p.get("AllocationId"):
+        # Remembered even with teardown-edges off, so it can be switched on later (as CreateService's clientToken).
+        with state.lock:
+            state.released_allocations.add((call.region, call.access_key, p["AllocationId"]))
     return after_clock(state, call, memo, resp)
 
 

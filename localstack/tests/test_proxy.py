@@ -569,6 +569,87 @@ class TestStrictRules(ProxyTestCase):
         self.assertIn("rule:operation-pending", [c["injected"] for c in calls()])
 
 
+AUTH_FAILURE = ("AuthFailure", 401, "You do not have permission to access the specified resource.")
+
+
+def ec2_raw(body: str) -> tuple[int, str, bytes]:
+    """One EC2 query call to the proxy, unsigned but with an ec2 credential scope: (status, Content-Type, body)."""
+    host, port = PROXY.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host.split("//")[1], int(port), timeout=10)
+    auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00"
+    try:
+        conn.request("POST", "/", body=body.encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Authorization": auth})
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type") or "", r.read()
+    finally:
+        conn.close()
+
+
+class TestTeardownEdges(ProxyTestCase):
+    def test_release_of_an_address_already_released_is_auth_failure(self):
+        admin({"strict": True})
+        self.assertTrue(admin({})["rules"]["teardown-edges"])  # on under --strict
+        alloc = self.ec2.allocate_address(Domain="vpc")["AllocationId"]
+        self.ec2.release_address(AllocationId=alloc)  # forwarded, succeeds, remembered
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.release_address(AllocationId=alloc)
+        self.assertEqual(error_of(ctx), AUTH_FAILURE)
+        last = calls()[-1]
+        self.assertEqual((last["operation"], last["status"], last["injected"], last["error"]),
+                         ("ReleaseAddress", 401, "rule:teardown-edges", "AuthFailure"))
+        # The exact wire answer, for the Rust side: EC2's XML error shape with HTTP 401.
+        status, ctype, body = ec2_raw(f"Action=ReleaseAddress&AllocationId={alloc}&Version=2016-11-15")
+        self.assertEqual((status, ctype), (401, "text/xml;charset=UTF-8"))
+        self.assertRegex(body.decode(), r'^<\?xml version="1.0" encoding="UTF-8"\?>\n<Response><Errors><Error>'
+                         r"<Code>AuthFailure</Code><Message>You do not have permission to access the specified "
+                         r"resource.</Message></Error></Errors><RequestID>[0-9a-f-]{36}</RequestID></Response>$")
+        # An id the proxy never saw released (here: unknown to moto too) is moto's answer, and is not remembered.
+        bogus = "eipalloc-0123456789abcdef0"
+        for _ in range(2):
+            with self.assertRaises(ClientError) as ctx:
+                self.ec2.release_address(AllocationId=bogus)
+            self.assertEqual(error_of(ctx)[:2], ("InvalidAllocationID.NotFound", 400))
+            self.assertIsNone(calls()[-1]["injected"])
+
+    def test_rule_off_release_twice_is_motos_not_found_and_is_remembered_for_later(self):
+        admin({"strict": True, "rules": {"teardown-edges": False}})
+        alloc = self.ec2.allocate_address(Domain="vpc")["AllocationId"]
+        self.ec2.release_address(AllocationId=alloc)
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.release_address(AllocationId=alloc)
+        self.assertEqual(error_of(ctx), ("InvalidAllocationID.NotFound", 400, f"Allocation ID '['{alloc}']' not found."))
+        self.assertIsNone(calls()[-1]["injected"])
+        admin({"rules": {"teardown-edges": True}})  # a release made while the rule was off counts
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.release_address(AllocationId=alloc)
+        self.assertEqual(error_of(ctx), AUTH_FAILURE)
+        admin({"reset": True, "rules": {"teardown-edges": True}})  # reset forgets the released ids
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.release_address(AllocationId=alloc)
+        self.assertEqual(error_of(ctx)[:2], ("InvalidAllocationID.NotFound", 400))
+
+    def test_delete_route_table_with_a_subnet_association_passes_moto_through(self):
+        # moto 5.2.5 already refuses as AWS does, so teardown-edges adds nothing here: the proxy passes it through.
+        vpc = make_vpc(self.ec2, uid())
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, 1))["Subnet"]["SubnetId"]
+        rtb = self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        assoc = self.ec2.associate_route_table(RouteTableId=rtb, SubnetId=subnet)["AssociationId"]
+        for cfg in ({"strict": True}, {"strict": False}):
+            admin(cfg)
+            with self.assertRaises(ClientError) as ctx:
+                self.ec2.delete_route_table(RouteTableId=rtb)
+            self.assertEqual(error_of(ctx), ("DependencyViolation", 400,
+                                             f"The routeTable '{rtb}' has dependencies and cannot be deleted."), cfg)
+            last = calls()[-1]
+            self.assertEqual((last["operation"], last["status"], last["injected"]), ("DeleteRouteTable", 400, None))
+        self.assertEqual(len(self.ec2.describe_route_tables(RouteTableIds=[rtb])["RouteTables"]), 1)
+        admin({"strict": True})
+        self.ec2.disassociate_route_table(AssociationId=assoc)
+        self.ec2.delete_route_table(RouteTableId=rtb)
+        self.ec2.delete_subnet(SubnetId=subnet)
+
+
 class TestCallLog(ProxyTestCase):
     def test_one_line_per_call_with_fields(self):
         tag = uid()
