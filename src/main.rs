@@ -77,6 +77,10 @@ enum Command {
         /// Return once the API calls are made, without waiting for the rollouts
         #[arg(long)]
         no_wait: bool,
+        /// Take over resources tagged for the stack that another state file made (a lost state file), instead of
+        /// refusing
+        #[arg(long)]
+        adopt: bool,
     },
     /// Show every resource as desired (config), recorded (state) and live (AWS), service health, and who can reach
     /// whom according to the live security group rules; exit 2 when anything differs
@@ -91,7 +95,8 @@ enum Command {
         /// Do not ask for confirmation (required when not on a terminal)
         #[arg(short, long)]
         yes: bool,
-        /// Also find and delete resources tagged for the stack that the state does not record (lost state, crash)
+        /// Also delete resources tagged for the stack that another state file made (a lost state file); those this
+        /// state file's runs made are deleted without it, recorded or not
         #[arg(long)]
         adopt: bool,
         /// Also delete the stack's CloudWatch log group and its logs (kept by default)
@@ -142,12 +147,13 @@ async fn run(cli: Cli) -> u8 {
     let stop = StopFlag::default();
     watch_ctrl_c(stop.clone());
     let result = match cli.command {
-        Command::Up { operation_timeout, allow_replace, dependency_timeout, wait_timeout, no_wait, .. } => {
+        Command::Up { operation_timeout, allow_replace, dependency_timeout, wait_timeout, no_wait, adopt, .. } => {
             let args = commands::up::UpArgs {
                 operation_timeout: Duration::from_secs(operation_timeout),
                 dependency_timeout: Duration::from_secs(dependency_timeout),
                 allow_replace,
                 wait_timeout: (!no_wait).then(|| Duration::from_secs(wait_timeout)),
+                adopt,
             };
             commands::up::run(&common, &args, &console, &stop).await
         }

@@ -26,7 +26,13 @@ pub fn is_propagating(err: &anyhow::Error) -> bool {
 
 /// Runs `attempt` until it succeeds, fails for another reason, or `timeout` has passed since the first try.
 /// Every retry is counted in `counts` (the run's summary shows them) and logged with `-v`.
-pub async fn settle<T, F, Fut>(what: &str, timeout: Duration, counts: &CallCounts, mut attempt: F) -> Result<T>
+pub async fn settle<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    counts: &CallCounts,
+    stop: &crate::graph::StopFlag,
+    mut attempt: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -38,7 +44,10 @@ where
             Err(e) if is_propagating(&e) && started.elapsed() + delay <= timeout => {
                 counts.propagation.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(node = what, error = %e, retry_in = ?delay, "not propagated yet; retrying");
-                tokio::time::sleep(delay).await;
+                stop.sleep(delay).await;
+                if stop.is_stopped() {
+                    return Err(e.context(crate::resource::Interrupted(format!("{what} to propagate"))));
+                }
                 delay = super::poll_delay(started.elapsed());
             }
             other => return other,
@@ -66,7 +75,7 @@ mod tests {
     async fn a_not_yet_visible_id_is_retried_until_it_appears() {
         let counts = CallCounts::default();
         let tries = AtomicU32::new(0);
-        let out = settle("subnet/a", DEFAULT_PROPAGATION_TIMEOUT, &counts, || async {
+        let out = settle("subnet/a", DEFAULT_PROPAGATION_TIMEOUT, &counts, &Default::default(), || async {
             if tries.fetch_add(1, Ordering::SeqCst) < 3 {
                 Err(api("InvalidVpcID.NotFound", "The vpc ID 'vpc-1' does not exist"))
             } else {
@@ -82,7 +91,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn other_errors_fail_at_once_and_propagation_gives_up_at_the_bound() {
         let counts = CallCounts::default();
-        let err = settle("vpc", DEFAULT_PROPAGATION_TIMEOUT, &counts, || async {
+        let err = settle("vpc", DEFAULT_PROPAGATION_TIMEOUT, &counts, &Default::default(), || async {
             Err::<(), _>(api("VpcLimitExceeded", "The maximum number of VPCs has been reached."))
         })
         .await
@@ -92,7 +101,7 @@ mod tests {
 
         let started = tokio::time::Instant::now();
         let role = "Unable to assume the service linked role. Please verify that the ECS service linked role exists.";
-        settle("cluster", Duration::from_secs(10), &counts, || async {
+        settle("cluster", Duration::from_secs(10), &counts, &Default::default(), || async {
             Err::<(), _>(api("InvalidParameterException", role))
         })
         .await

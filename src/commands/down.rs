@@ -30,10 +30,17 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     let stack = config.stack.name.clone();
     let live = engine::teardown_read(&config, &state, &clients).await?;
     let plan = diff::teardown(&state, &live, args.adopt, args.delete_logs);
-    let (walked, leftovers): (Vec<_>, Vec<_>) = plan.into_iter().partition(|(_, a)| *a != Teardown::Leftover);
+    let (walked, leftovers): (Vec<_>, Vec<_>) =
+        plan.into_iter().partition(|(_, a)| !matches!(a, Teardown::Leftover(_)));
     let leftovers: Vec<String> = leftovers
         .iter()
-        .map(|(node, _)| format!("{node} ({})", live.get(node).map(|o| short_id(&o.id)).unwrap_or_default()))
+        .map(|(node, action)| {
+            let id = live.get(node).map(|o| short_id(&o.id)).unwrap_or_default();
+            match action {
+                Teardown::Leftover(Some(lineage)) => format!("{node} ({id}, secep:lineage={lineage})"),
+                _ => format!("{node} ({id}, no secep:lineage)"),
+            }
+        })
         .collect();
     let to_delete = walked.iter().filter(|(_, a)| *a == Teardown::Delete).count();
     if args.adopt {
@@ -41,6 +48,18 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         console.status(
             "Adopted",
             format!("{adopted} resource(s) tagged secep:stack={stack} that the state did not record"),
+        );
+    }
+    let unrecorded = walked
+        .iter()
+        .filter(|(id, a)| *a == Teardown::Delete && state.get(id).is_none())
+        // Old task definition revisions kept for a rollback are no news.
+        .filter(|(id, _)| !(id.kind().part_of_parent() || id.kind() == Kind::TaskDefinition && id.is_twin()))
+        .count();
+    if !args.adopt && unrecorded > 0 {
+        console.status(
+            "Found",
+            format!("{unrecorded} resource(s) this state file's runs made but never recorded (a run was interrupted): deleting them too"),
         );
     }
     let region = clients.region.clone();
@@ -58,13 +77,13 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
             )
         };
         console.status("Nothing", format!("to delete: {} records no resources{hint}", state_path.display()));
-        ctx = engine::context(clients, &stack, state, args.operation_timeout, args.dependency_timeout, &live);
+        ctx = engine::context(clients, &stack, state, args.operation_timeout, args.dependency_timeout, &live, stop);
     } else {
         if to_delete > 0 {
             console.confirm_deletion(&stack, &region, to_delete, args.yes)?;
         }
         console.status("Destroying", format!("stack {stack} in {region} ({} resources)", walked.len()));
-        ctx = engine::context(clients, &stack, state, args.operation_timeout, args.dependency_timeout, &live);
+        ctx = engine::context(clients, &stack, state, args.operation_timeout, args.dependency_timeout, &live, stop);
         let ids: Vec<NodeId> = walked.iter().map(|(id, _)| id.clone()).collect();
         let dag = engine::teardown_dag(&ids)?;
         console.start_progress(ids.len());
@@ -80,6 +99,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
                 Outcome::Done(Removed::Deleted) => ("deleted", &mut n.deleted, None),
                 Outcome::Done(Removed::AlreadyGone) => ("already gone", &mut n.already_gone, None),
                 Outcome::Done(Removed::Kept) => ("kept", &mut n.kept, Some(kept_reason(node.kind()))),
+                Outcome::Done(Removed::Held(why)) => ("skipped", &mut n.skipped, Some(format!("not attempted: {why}"))),
                 Outcome::Done(Removed::NotOwned(tag)) => {
                     let who = crate::resource::Owner::Other(tag.clone()).describe();
                     ("not owned", &mut n.not_owned, Some(format!("left in place: it carries {who}")))
@@ -98,17 +118,20 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         }
     }
 
-    // Anything still tagged for the stack that the state did not know (a twin from a create whose response was
-    // lost, a crash before the state write) is not deleted without --adopt, but never silently left behind.
+    // Tagged for the stack but made from another state file (another user's copy of the stack, a lost state file,
+    // or a release before lineage tags): never deleted without --adopt, but never silently left behind.
     if !leftovers.is_empty() {
         console.warn(format!(
-            "still tagged secep:stack={stack} but not in the state, left in place: {}\n  hint: `secep down --adopt` deletes them too",
+            "still tagged secep:stack={stack} but made from another state file (this one is secep:lineage={}), left in place: {}\n  hint: run `secep down` with the state file that made them (--state), or `secep down --adopt` to delete them too",
+            ctx.state.lock().nonce(),
             leftovers.join(", ")
         ));
     }
+    let walk_failed = rows.iter().any(|r| matches!(r.action, "failed" | "skipped"));
     let everything_gone = {
         let mut state = ctx.state.lock();
-        let gone = state.nodes().is_empty();
+        // A failed delete of a resource no record names keeps the file: its lineage is how the next `down` finds it.
+        let gone = state.nodes().is_empty() && !walk_failed;
         if gone {
             state.remove_file()?;
         }

@@ -51,6 +51,10 @@ fn verdict_text(v: &Verdict) -> String {
         Verdict::ConfigChanged => "config changed".into(),
         Verdict::NotInConfig => "recorded, not in config".into(),
         Verdict::Extra => "EXTRA (tagged for the stack, not recorded)".into(),
+        Verdict::OtherLineage(lineage) => format!(
+            "ANOTHER STATE's (tagged for the stack by {}; `up --adopt` takes it)",
+            lineage.as_deref().map_or("a state file without lineage".to_string(), |l| format!("lineage {l}"))
+        ),
         Verdict::NotOwned => "NOT OWNED (tagged as another stack's or untagged; never changed)".into(),
     }
 }

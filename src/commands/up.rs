@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use super::{Common, Opened, exit, open};
 use crate::config::Config;
-use crate::engine::{self, Action, Done, NodeStatus, Removed, Teardown, audit, diff::diff, rollout};
+use crate::engine::{self, Action, Done, NodeStatus, Removed, Teardown, Verdict, audit, diff::diff, rollout};
 use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, NodeId};
 use crate::output::Console;
@@ -28,11 +28,13 @@ pub struct UpArgs {
     pub allow_replace: bool,
     /// How long to wait for the rollouts this run started; `None` (`--no-wait`) returns after the API calls.
     pub wait_timeout: Option<Duration>,
+    /// Take over resources tagged for the stack that another state file made, instead of refusing.
+    pub adopt: bool,
 }
 
 pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
-    let Opened { config, clients, state, lock } = open(common, console, true).await?;
+    let Opened { config, clients, mut state, lock } = open(common, console, true).await?;
     console.status(
         "Deploying",
         format!("stack {} to {} (config {})", config.stack.name, clients.region, config.path.display()),
@@ -42,7 +44,8 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     // are repaired, and resources an interrupted run created but never recorded are found instead of duplicated.
     let (nodes, live) = engine::desired_and_live(&config, &state, &clients).await?;
     let dag = engine::dag(&nodes)?;
-    let statuses = diff(&nodes, &state, &live)?;
+    let mut statuses = diff(&nodes, &state, &live)?;
+    take_other_lineages(&mut statuses, args.adopt, &state, &config.stack.name)?;
     // Rules no `calls` entry declares are revoked first, except the stack's own recorded rules: a rule on a port the
     // config just changed, or of a call it dropped, is replaced by its node once the rollouts have completed.
     let recorded: BTreeSet<&str> = state.nodes().values().map(|r| r.id.as_str()).collect();
@@ -67,8 +70,17 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     let dropped: Vec<NodeId> = statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
 
     let state_path = state.path().to_path_buf();
-    let ctx =
-        engine::context(clients, &config.stack.name, state, args.operation_timeout, args.dependency_timeout, &live);
+    // On disk before the first change, so that whatever this run makes carries a lineage a later `down` can find.
+    state.begin()?;
+    let ctx = engine::context(
+        clients,
+        &config.stack.name,
+        state,
+        args.operation_timeout,
+        args.dependency_timeout,
+        &live,
+        stop,
+    );
     let live = Arc::new(live);
     console.start_progress(nodes.len());
     let revoked = revoke_undeclared(&ctx, &undeclared, console).await?;
@@ -162,6 +174,29 @@ async fn retire_replaced(ctx: &Ctx, started: &[rollout::Started], done: &[rollou
             console.warn(format!("could not retire old revisions of {}: {e:#}", s.service));
         }
     }
+}
+
+/// Resources tagged for the stack by another state file (someone else's copy of the stack, or a lost state file's)
+/// are refused, before any change, unless `--adopt` takes them over.
+fn take_other_lineages(statuses: &mut [NodeStatus], adopt: bool, state: &StateFile, stack: &str) -> Result<()> {
+    let mut foreign = Vec::new();
+    for s in statuses.iter_mut().filter(|s| s.desired) {
+        let Verdict::OtherLineage(lineage) = &s.verdict else { continue };
+        let made_by = lineage.as_deref().map_or("no secep:lineage".to_string(), |l| format!("secep:lineage={l}"));
+        foreign.push(format!("  {} ({}, {made_by})", s.node, s.live.as_deref().unwrap_or("?")));
+        if adopt {
+            s.action = Action::Adopt;
+        }
+    }
+    if !foreign.is_empty() && !adopt {
+        bail!(
+            "stack `{stack}` already has resources that another state file made (this one, {}, is secep:lineage={}):\n{}\n  hint: nothing was changed; run with the state file that made them (--state), or give this copy another [stack] name; `secep up --adopt` takes them over into this state file",
+            state.path().display(),
+            state.nonce(),
+            foreign.join("\n")
+        );
+    }
+    Ok(())
 }
 
 fn action_of(statuses: &[NodeStatus], node: &NodeId) -> Action {

@@ -99,7 +99,8 @@ mod tests {
 
     fn group(live: &mut Live, svc: &str, id: &str) {
         let facts = Facts::SecurityGroup(crate::resource::security_group::Facts::for_test(svc));
-        live.nodes.insert(NodeId::group(svc), Observed { id: id.into(), arn: None, owner: Owner::Us, facts });
+        live.nodes
+            .insert(NodeId::group(svc), Observed { id: id.into(), arn: None, owner: Owner::Us, lineage: None, facts });
     }
 
     fn rule(id: &str, group: &str, source: Source, port: i32) -> LiveRule {

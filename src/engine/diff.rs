@@ -28,6 +28,9 @@ pub enum Verdict {
     NotInConfig,
     /// Tagged for the stack live, unknown to the state.
     Extra,
+    /// Tagged for the stack, unknown to the state, and made from another state file (another `secep:lineage`, or
+    /// none): another user's copy of the stack, or a lost state file's. Adopted only with `--adopt`.
+    OtherLineage(Option<String>),
     /// Live under the recorded id, but tagged as somebody else's: never changed.
     NotOwned,
 }
@@ -73,7 +76,10 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> anyhow::Result<Ve
         let observed = live.get(&node.id);
         let (verdict, action) = match (recorded, observed) {
             (None, None) => (Verdict::NotCreated, Action::Create),
-            (None, Some(l)) if l.owner == Owner::Us => (Verdict::Extra, Action::Adopt),
+            (None, Some(l)) if l.owner == Owner::Us && adoptable(node.spec.kind(), l, state) => {
+                (Verdict::Extra, Action::Adopt)
+            }
+            (None, Some(l)) if l.owner == Owner::Us => (Verdict::OtherLineage(l.lineage.clone()), Action::Unsupported),
             (None, Some(_)) => (Verdict::NotOwned, Action::Unsupported),
             (Some(_), None) => (Verdict::MissingLive, Action::Recreate),
             (Some(_), Some(l)) if l.owner != Owner::Us && node.spec.kind().on_down() == OnDown::Delete => {
@@ -137,6 +143,13 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> anyhow::Result<Ve
     Ok(out)
 }
 
+/// Whether `up` may take an unrecorded resource tagged for the stack as its node's: one this lifecycle made (a run
+/// killed between a create and its record), or one of a kind that outlives lifecycles by design (the log group a
+/// `down` kept). Another state file's copy of the stack is never taken without `--adopt`.
+fn adoptable(kind: Kind, live: &resource::Observed, state: &StateFile) -> bool {
+    live.lineage.as_deref() == Some(state.nonce()) || kind.on_down() != OnDown::Delete
+}
+
 /// A resource that points at other nodes' ids (a service at its subnets and revision, a route at its gateway) is
 /// updated when one of them gets a new id: recreated, or updated by a kind whose update moves the id.
 fn follow_moved_dependencies(nodes: &[Node], out: &mut [NodeStatus]) {
@@ -170,8 +183,11 @@ pub enum Teardown {
     Keep,
     /// Tagged as somebody else's (or untagged): never deleted; forgotten, and the run fails so the user looks.
     NotOwned(Option<String>),
-    /// Tagged for the stack but not recorded, without `--adopt`: left in place and reported.
-    Leftover,
+    /// Tagged for the stack but made from another state file (its lineage, if any), without `--adopt`: left in
+    /// place and reported.
+    Leftover(Option<String>),
+    /// Not attempted: it still holds what is left in place (a cluster with another state's services in it).
+    Held(String),
 }
 
 /// The teardown of what the read found: every recorded node, and every live node tagged for the stack.
@@ -200,19 +216,48 @@ pub fn teardown(state: &StateFile, live: &Live, adopt: bool, delete_logs: bool) 
         let action = match () {
             _ if keep(id.kind()) => continue,
             // Part of one of the stack's resources (rules naming other groups, which would otherwise block their
-            // deletion both ways): deleted with it, adopted or not, and never a leftover.
-            _ if id.kind().part_of_parent() => Teardown::Delete,
+            // deletion both ways), made by whoever made that one: deleted with it when this lineage made it (or
+            // none is known: a release before lineage tags), and never listed as a leftover of its own.
+            _ if id.kind().part_of_parent() => match l.lineage.as_deref() {
+                Some(lineage) if lineage != state.nonce() && !adopt => continue,
+                _ => Teardown::Delete,
+            },
             // An older revision of a recorded task definition (`up` keeps the one before the running one, for a
             // rollback): deleted with its family.
             _ if id.is_twin() && id.kind() == Kind::TaskDefinition && state.get(id.base()).is_some() => {
                 Teardown::Delete
             }
+            // Made by this lifecycle but never recorded (a run killed between a create and its record).
+            _ if l.lineage.as_deref() == Some(state.nonce()) => Teardown::Delete,
             _ if adopt => Teardown::Delete,
-            _ => Teardown::Leftover,
+            _ => Teardown::Leftover(l.lineage.clone()),
         };
         plan.push((id.clone(), action));
     }
+    hold_containers(&mut plan);
     plan
+}
+
+/// A cluster that keeps services left in place, or a namespace that keeps Cloud Map services left in place, cannot
+/// be deleted (AWS refuses while they exist): it is not attempted, and says what holds it.
+fn hold_containers(plan: &mut [(NodeId, Teardown)]) {
+    let left = |kind: Kind| -> Vec<String> {
+        plan.iter()
+            .filter(|(id, a)| id.kind() == kind && matches!(a, Teardown::Leftover(_) | Teardown::NotOwned(_)))
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    let held = [(Kind::Cluster, left(Kind::Service)), (Kind::Namespace, left(Kind::SdService))];
+    for (container, contents) in held {
+        if contents.is_empty() {
+            continue;
+        }
+        for (id, action) in plan.iter_mut() {
+            if id.kind() == container && *action == Teardown::Delete {
+                *action = Teardown::Held(format!("it still holds {} (left in place)", contents.join(", ")));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

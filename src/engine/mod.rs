@@ -90,6 +90,7 @@ pub fn context(
     operation_timeout: Duration,
     dependency_timeout: Duration,
     live: &Live,
+    stop: &crate::graph::StopFlag,
 ) -> Ctx {
     Ctx {
         clients,
@@ -103,6 +104,7 @@ pub fn context(
         replaced_rules: Default::default(),
         created: Default::default(),
         hints: Arc::new(live.hints.clone()),
+        stop: stop.clone(),
     }
 }
 
@@ -176,22 +178,30 @@ pub async fn converge(
             console.progress_message(format!("creating {label}"));
             let nonce = ctx.state.lock().nonce().to_string();
             let digest = node.spec.digest();
+            // A node created before in this lifecycle (dropped from the config and added back, replaced) gets new
+            // tokens: replaying the first creation's could hand back the deleted resource.
+            let generation = match ctx.state.lock().generation(&node.id) {
+                0 => String::new(),
+                n => format!("/generation/{n}"),
+            };
             let salt = Salt(match &stale {
-                Some(old) => format!("{nonce}/{digest}/replaces/{}", old.id),
-                None => format!("{nonce}/{digest}"),
+                Some(old) => format!("{nonce}/{digest}{generation}/replaces/{}", old.id),
+                None => format!("{nonce}/{digest}{generation}"),
             });
             // A refused create made nothing (tokens make a lost answer safe too): retrying it is safe.
-            let (created, facts) =
-                settle(&label, ctx.propagation_timeout, &ctx.clients.calls, || resource::create(ctx, node, &salt))
-                    .await?;
+            let (created, facts) = settle(&label, ctx.propagation_timeout, &ctx.clients.calls, &ctx.stop, || {
+                resource::create(ctx, node, &salt)
+            })
+            .await?;
             ctx.created.lock().expect("created lock").insert(node.id.clone());
             record(ctx, node, &created.id, created.arn.clone()).await?;
             let done = if stale.is_some() { Done::Recreated } else { Done::Created };
-            (done, Observed { id: created.id, arn: created.arn, owner: Owner::Us, facts }, false)
+            let lineage = Some(nonce);
+            (done, Observed { id: created.id, arn: created.arn, owner: Owner::Us, lineage, facts }, false)
         }
     };
     // The sync compares before it changes anything, so a retry redoes only what is still missing.
-    let (moved, changed) = settle(&label, ctx.propagation_timeout, &ctx.clients.calls, || {
+    let (moved, changed) = settle(&label, ctx.propagation_timeout, &ctx.clients.calls, &ctx.stop, || {
         resource::sync(ctx, node, &observed, config_changed)
     })
     .await?;
@@ -234,6 +244,8 @@ pub enum Removed {
     AlreadyGone,
     Kept,
     NotOwned(Option<String>),
+    /// Not attempted, still recorded: it holds what is left in place.
+    Held(String),
 }
 
 /// Carries out one node's teardown action and forgets it in the state (written atomically) before returning.
@@ -249,7 +261,11 @@ pub async fn remove(
     let observed = live.get(node);
     let shown = observed.map(|o| short_id(&o.id)).unwrap_or_default();
     let removed = match action {
-        Teardown::Leftover => bail!("internal error: {label} is not to be removed"),
+        Teardown::Leftover(_) => bail!("internal error: {label} is not to be removed"),
+        Teardown::Held(why) => {
+            console.step("kept", &label, &format!("{shown}: {why}"), None);
+            return Ok(Removed::Held(why.clone()));
+        }
         Teardown::AlreadyGone => Removed::AlreadyGone,
         Teardown::Keep => Removed::Kept,
         Teardown::NotOwned(tag) => {

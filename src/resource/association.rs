@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{Filter, RouteTable as Table, RouteTableAssociationStateCode};
 use serde::Serialize;
 
-use super::read::ec2_tag;
+use super::read::{ec2_lineage, ec2_tag};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
     View, api_error, is,
@@ -185,6 +185,8 @@ fn found_in(
 ) -> Vec<Found<Facts>> {
     let Some(table_id) = table.route_table_id() else { return Vec::new() };
     let owner = Owner::from_tag(stack, ec2_tag(table.tags(), TAG_STACK));
+    // An association is made by whoever made its table.
+    let lineage = ec2_lineage(table.tags());
     table
         .associations()
         .iter()
@@ -204,6 +206,7 @@ fn found_in(
                 id: id.to_string(),
                 arn: None,
                 owner: owner.clone(),
+                lineage: lineage.clone(),
                 facts: Facts { table_id: table_id.to_string(), subnet_id: subnet_id.to_string() },
             })
         })

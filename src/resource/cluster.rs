@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::read::ecs_tag;
 use super::support::ecs_tags;
 use super::{
-    Created, Ctx, Deleted, ErrorKind, Found, NoChange, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
+    Created, Ctx, Deleted, ErrorKind, Found, NoChange, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_LINEAGE, TAG_STACK,
     View, api_error, retry_while,
 };
 use crate::model::{Node, NodeId};
@@ -41,6 +41,7 @@ impl Resource for Cluster {
             id: name.clone(),
             arn: cluster.cluster_arn().map(str::to_string),
             owner: cx.owner(ecs_tag(cluster.tags(), TAG_STACK)),
+            lineage: ecs_tag(cluster.tags(), TAG_LINEAGE).map(str::to_string),
             facts: Facts { name },
         }])
     }

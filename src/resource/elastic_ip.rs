@@ -7,11 +7,11 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{Address, DomainType, Filter, ResourceType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{ec2_tags, retry_while};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, NoChange, OnChange, OrGone, Owner, ReadCx, Resource, Salt,
-    TAG_STACK, View, api_error,
+    TAG_STACK, View, api_error, is,
 };
 use crate::model::Node;
 
@@ -117,23 +117,33 @@ impl Resource for ElasticIp {
     async fn delete(ctx: &Ctx, live: &View<'_, Facts>) -> Result<Deleted> {
         let allocation_id = live.id;
         let release = || async {
-            ctx.clients
-                .ec2
-                .release_address()
-                .allocation_id(allocation_id)
-                .send()
-                .await
-                .map_err(|e| api_error(format!("release elastic IP {allocation_id}"), e))
+            let out = ctx.clients.ec2.release_address().allocation_id(allocation_id).send().await;
+            match out.map_err(|e| api_error(format!("release elastic IP {allocation_id}"), e)) {
+                Ok(_) => Ok(Deleted::Now),
+                // AWS answers AuthFailure for an address already released (and taken by another account since):
+                // gone, if the account no longer lists it; else it is still held, and retried.
+                Err(e) if is(&e, ErrorKind::AccessDenied) && !still_allocated(ctx, allocation_id).await? => {
+                    Ok(Deleted::AlreadyGone)
+                }
+                Err(e) => Err(e),
+            }
         };
         let blocked = || async { format!("{allocation_id} is still associated (its NAT gateway is being deleted?)") };
         let released =
             retry_while(ctx, &[ErrorKind::InUse, ErrorKind::AccessDenied], release, blocked).await.or_gone()?;
-        Ok(if released.is_some() { Deleted::Now } else { Deleted::AlreadyGone })
+        Ok(released.unwrap_or(Deleted::AlreadyGone))
     }
 
     fn replace_reason(_spec: &Spec) -> String {
         "the NAT path: replacing it cuts the tasks' way out until the new gateway is available".to_string()
     }
+}
+
+/// Whether the account still holds the address (a NotFound answer: it does not).
+async fn still_allocated(ctx: &Ctx, allocation_id: &str) -> Result<bool> {
+    let out = ctx.clients.ec2.describe_addresses().allocation_ids(allocation_id).send().await;
+    let out = out.map_err(|e| api_error(format!("read elastic IP {allocation_id}"), e)).or_gone()?;
+    Ok(out.is_some_and(|o| o.addresses().iter().any(|a| a.allocation_id() == Some(allocation_id))))
 }
 
 fn of(cx: &ReadCx<'_>, a: &Address) -> Option<Found<Facts>> {
@@ -142,6 +152,7 @@ fn of(cx: &ReadCx<'_>, a: &Address) -> Option<Found<Facts>> {
         id: a.allocation_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(a.tags(), TAG_STACK)),
+        lineage: ec2_lineage(a.tags()),
         facts: Facts { public_ip: a.public_ip().map(str::to_string) },
     })
 }

@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{ResourceType, VpcEndpoint, VpcEndpointType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{all, ec2_tags};
 use super::{
     ApiError, Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, ReadCx, Resource, Salt,
@@ -345,7 +345,7 @@ async fn wait_available(ctx: &Ctx, id: &str) -> Result<()> {
                 ctx.operation_timeout.as_secs()
             ),
             Some(_) => {
-                tokio::time::sleep(delay).await;
+                ctx.pause(delay, || format!("VPC endpoint {id} to be available")).await?;
                 delay = crate::aws::poll_delay(started.elapsed());
             }
         }
@@ -358,6 +358,7 @@ fn found_of(cx: &ReadCx<'_>, v: &VpcEndpoint) -> Option<Found<Facts>> {
         id: v.vpc_endpoint_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(v.tags(), TAG_STACK)),
+        lineage: ec2_lineage(v.tags()),
         facts: Facts::of(v),
     })
 }

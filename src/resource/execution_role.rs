@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_NODE,
-    TAG_STACK, View, api_error, is, tag_value,
+    TAG_LINEAGE, TAG_STACK, View, api_error, is, tag_value,
 };
 use crate::model::{Node, NodeId};
 
@@ -54,6 +54,7 @@ const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Al
 struct LiveRole {
     arn: String,
     stack_tag: Option<String>,
+    lineage_tag: Option<String>,
     node_tag: Option<NodeId>,
 }
 
@@ -72,6 +73,7 @@ async fn get_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<LiveRo
             LiveRole {
                 arn: role.arn().to_string(),
                 stack_tag: tag(TAG_STACK),
+                lineage_tag: tag(TAG_LINEAGE),
                 node_tag: tag(TAG_NODE).and_then(|n| n.parse().ok()),
             }
         })
@@ -111,7 +113,7 @@ async fn look(iam: aws_sdk_iam::Client, stack: String, lookup: Lookup, teardown:
         Some(arn) if !teardown => {
             let Some(policies) = attached_policies(&iam, &name).await? else { return Ok(None) };
             let facts = Facts { policies, owner: None };
-            Ok(Some(Found { node: Some(node), id: name, arn, owner: Owner::Us, facts }))
+            Ok(Some(Found { node: Some(node), id: name, arn, owner: Owner::Us, lineage: None, facts }))
         }
         recorded => {
             let Some((role, policies)) = read_role(&iam, &name).await? else { return Ok(None) };
@@ -125,7 +127,7 @@ async fn look(iam: aws_sdk_iam::Client, stack: String, lookup: Lookup, teardown:
                 None => role.node_tag.filter(|n| n.kind() == Kind::ExecutionRole).unwrap_or(node),
             };
             let facts = Facts { policies, owner: Some(owner.clone()) };
-            Ok(Some(Found { node: Some(node), id: name, arn: Some(role.arn), owner, facts }))
+            Ok(Some(Found { node: Some(node), id: name, arn: Some(role.arn), owner, lineage: role.lineage_tag, facts }))
         }
     }
 }

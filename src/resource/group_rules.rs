@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 };
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_lineage, ec2_node, ec2_tag};
 use super::support::ec2_tags;
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
@@ -164,7 +164,7 @@ impl Resource for GroupRules {
     async fn read(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
         let all = cx.group_rules().await?;
         let groups = cx.groups().await?;
-        let mut candidates: Vec<(String, Option<NodeId>, Owner)> = Vec::new();
+        let mut candidates: Vec<(String, Option<NodeId>, Owner, Option<String>)> = Vec::new();
         for g in groups {
             let Some(id) = g.group_id() else { continue };
             let node = ec2_node(g.tags()).and_then(|n| rule_set_of(&n));
@@ -173,7 +173,8 @@ impl Resource for GroupRules {
                 .as_ref()
                 .is_some_and(|n| cx.record(n).is_none() && cx.desired(Kind::GroupRules).any(|d| &d.id == n));
             if cx.teardown() || recorded.is_some() || wanted {
-                candidates.push((id.to_string(), recorded.or(node), cx.owner(ec2_tag(g.tags(), TAG_STACK))));
+                let owner = cx.owner(ec2_tag(g.tags(), TAG_STACK));
+                candidates.push((id.to_string(), recorded.or(node), owner, ec2_lineage(g.tags())));
             }
         }
         if cx.teardown() {
@@ -186,17 +187,19 @@ impl Resource for GroupRules {
             // Not this stack's (or it would carry the tag): never changed, so the rules the shared read holds do.
             for g in super::security_group::by_ids(cx, missing).await? {
                 let Some(id) = g.group_id() else { continue };
-                candidates.push((id.to_string(), recorded_node(cx, id), cx.owner(ec2_tag(g.tags(), TAG_STACK))));
+                let owner = cx.owner(ec2_tag(g.tags(), TAG_STACK));
+                candidates.push((id.to_string(), recorded_node(cx, id), owner, ec2_lineage(g.tags())));
             }
         }
         Ok(candidates
             .into_iter()
-            .filter_map(|(id, node, owner)| {
+            .filter_map(|(id, node, owner, lineage)| {
                 let node = node?;
                 let (ingress, egress) = managed(&node);
                 let rules = all.iter().filter(|r| r.group_id() == Some(id.as_str())).map(Rule::of);
                 let facts = facts_of(rules, ingress, egress);
-                Some(Found { node: Some(node), id, arn: None, owner, facts })
+                // A group's rules are made by whoever made the group.
+                Some(Found { node: Some(node), id, arn: None, owner, lineage, facts })
             })
             .collect())
     }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, IpPermission, ResourceType, SecurityGroupRule, UserIdGroupPair};
 use serde::Serialize;
 
-use super::read::{Source, ec2_node, ec2_tag};
+use super::read::{Source, ec2_lineage, ec2_node, ec2_tag};
 use super::support::ec2_tags;
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, LiveRule, OnChange, OrGone, Owner, ReadCx, Resource, Salt,
@@ -82,10 +82,10 @@ impl Resource for IngressRule {
             cx.recorded(Kind::IngressRule).map(|(n, r)| (r.id.as_str(), n)).collect();
         let mut rules: Vec<SecurityGroupRule> =
             all.iter().filter(|r| !r.is_egress().unwrap_or(false)).cloned().collect();
-        let mut owners: BTreeMap<String, Owner> = groups
-            .iter()
-            .filter_map(|g| Some((g.group_id()?.to_string(), cx.owner(ec2_tag(g.tags(), TAG_STACK)))))
-            .collect();
+        // A rule is made by whoever made its group.
+        let of = |g: &aws_sdk_ec2::types::SecurityGroup| (cx.owner(ec2_tag(g.tags(), TAG_STACK)), ec2_lineage(g.tags()));
+        let mut owners: BTreeMap<String, (Owner, Option<String>)> =
+            groups.iter().filter_map(|g| Some((g.group_id()?.to_string(), of(g)))).collect();
         if cx.teardown() {
             let seen: BTreeSet<&str> = all.iter().filter_map(|r| r.security_group_rule_id()).collect();
             let missing: Vec<String> =
@@ -101,7 +101,7 @@ impl Resource for IngressRule {
                 .collect();
             for g in super::security_group::by_ids(cx, unknown.into_iter().collect()).await? {
                 if let Some(id) = g.group_id() {
-                    owners.insert(id.to_string(), cx.owner(ec2_tag(g.tags(), TAG_STACK)));
+                    owners.insert(id.to_string(), of(&g));
                 }
             }
         }
@@ -139,7 +139,7 @@ impl Resource for IngressRule {
         for r in &rules {
             let Some(rule) = LiveRule::of(r) else { continue };
             // Outside teardown only the rules of the stack's tagged groups (as the groups themselves are read).
-            let Some(owner) = owners.get(&rule.group_id) else { continue };
+            let Some((owner, lineage)) = owners.get(&rule.group_id) else { continue };
             let node = match (recorded.get(rule.rule_id.as_str()), pair(r, &service_of)) {
                 (Some(recorded), _) => Some((*recorded).clone()),
                 (None, Some(node)) if cx.teardown() => Some(node),
@@ -152,6 +152,7 @@ impl Resource for IngressRule {
                 id: rule.rule_id,
                 arn: r.security_group_rule_arn().map(str::to_string),
                 owner: owner.clone(),
+                lineage: lineage.clone(),
                 facts: Facts {
                     group_id: rule.group_id,
                     protocol: rule.protocol,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{AttachmentStatus, Filter, InternetGateway as Gateway, ResourceType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{ec2_tags, retry_while};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt,
@@ -190,6 +190,7 @@ fn of(cx: &ReadCx<'_>, g: &Gateway) -> Option<Found<Facts>> {
         id: g.internet_gateway_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(g.tags(), TAG_STACK)),
+        lineage: ec2_lineage(g.tags()),
         facts: Facts { vpc: attached_vpc(g) },
     })
 }

@@ -59,6 +59,7 @@ impl Resource for LinkedRole {
                 id: record.id.clone(),
                 arn: record.arn.clone(),
                 owner: Owner::Us,
+                lineage: None,
                 facts: Facts,
             })
             .collect())

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OnDown, OrGone, Owner, ReadCx, Resource, Salt,
-    TAG_STACK, View, api_error, is,
+    View, api_error, is,
 };
+use super::support::StackTags;
 use crate::model::{Node, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,12 +68,8 @@ async fn describe(logs: &aws_sdk_cloudwatchlogs::Client, name: &str) -> Result<O
     }))
 }
 
-/// The group's `secep:stack` tag: `None` if the group is gone meanwhile, `Some(None)` if it has no such tag.
-async fn stack_tag(
-    logs: &aws_sdk_cloudwatchlogs::Client,
-    name: &str,
-    group: &LiveGroup,
-) -> Result<Option<Option<String>>> {
+/// The group's ownership tags: `None` if the group is gone meanwhile.
+async fn stack_tags(logs: &aws_sdk_cloudwatchlogs::Client, name: &str, group: &LiveGroup) -> Result<Option<StackTags>> {
     let arn = group
         .arn
         .as_deref()
@@ -84,7 +81,7 @@ async fn stack_tag(
         .await
         .map_err(|e| api_error(format!("read the tags of log group {name}"), e))
         .or_gone()?;
-    Ok(out.map(|o| o.tags().and_then(|t| t.get(TAG_STACK)).cloned()))
+    Ok(out.map(|o| StackTags::of(|key| o.tags().and_then(|t| t.get(key)).map(String::as_str))))
 }
 
 /// One group the read looks at.
@@ -104,13 +101,13 @@ async fn look(
     let Some(group) = describe(&logs, &name).await? else { return Ok(None) };
     // Tags are read only in teardown or for a group the state does not know (one more call per status
     // otherwise); a recorded group is the stack's by its record.
-    let owner = if teardown || !recorded {
-        match stack_tag(&logs, &name, &group).await? {
-            Some(tag) => Owner::from_tag(&stack, tag.as_deref()),
+    let (owner, lineage) = if teardown || !recorded {
+        match stack_tags(&logs, &name, &group).await? {
+            Some(tags) => (Owner::from_tag(&stack, tags.stack.as_deref()), tags.lineage),
             None => return Ok(None),
         }
     } else {
-        Owner::Us
+        (Owner::Us, None)
     };
     // Unrecorded, it is the stack's to tear down only if tagged so (kept by an earlier `down`, or left by a
     // killed run).
@@ -119,7 +116,7 @@ async fn look(
     }
     // The record names a group by its name alone, as earlier releases did.
     let facts = Facts { retention_days: group.retention_days };
-    Ok(Some(Found { node: Some(node), id: name, arn: None, owner, facts }))
+    Ok(Some(Found { node: Some(node), id: name, arn: None, owner, lineage, facts }))
 }
 
 async fn set_retention(ctx: &Ctx, name: &str, days: u32) -> Result<()> {
@@ -195,8 +192,8 @@ impl Resource for LogGroup {
             Err(e) if is(&e, ErrorKind::AlreadyExists) => {
                 // Deleted in between: the clash reported is the one AWS answered.
                 let Some(group) = describe(&ctx.clients.logs, name).await? else { return Err(e) };
-                let Some(tag) = stack_tag(&ctx.clients.logs, name, &group).await? else { return Err(e) };
-                let owner = Owner::from_tag(&ctx.stack, tag.as_deref());
+                let Some(tags) = stack_tags(&ctx.clients.logs, name, &group).await? else { return Err(e) };
+                let owner = Owner::from_tag(&ctx.stack, tags.stack.as_deref());
                 if owner != Owner::Us {
                     bail!(
                         "log group {name} already exists and is not tagged secep:stack={} (it carries {})\n  hint: delete or retag it, or rename the stack",

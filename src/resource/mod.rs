@@ -30,6 +30,9 @@ pub use support::{blocking_enis, retry_while, tag_value};
 
 pub const TAG_STACK: &str = "secep:stack";
 pub const TAG_NODE: &str = "secep:node";
+/// The state file's lifecycle (its nonce): a plain `down` deletes what carries it even if no record names it (a
+/// run killed between a create and its record), and never what another state file of the same stack name made.
+pub const TAG_LINEAGE: &str = "secep:lineage";
 
 /// Who a live resource belongs to: its `secep:stack` tag, or that of the resource it is part of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,13 +68,10 @@ pub struct Found<F> {
     pub id: String,
     pub arn: Option<String>,
     pub owner: Owner,
+    /// Its `secep:lineage` tag: the state file lifecycle that made it (`None`: untagged, or not read because a
+    /// record already places it).
+    pub lineage: Option<String>,
     pub facts: F,
-}
-
-impl<F> Found<F> {
-    pub fn ours(node: Option<NodeId>, id: impl Into<String>, facts: F) -> Found<F> {
-        Found { node, id: id.into(), arn: None, owner: Owner::Us, facts }
-    }
 }
 
 /// A live resource placed under its node.
@@ -80,6 +80,7 @@ pub struct Observed {
     pub id: String,
     pub arn: Option<String>,
     pub owner: Owner,
+    pub lineage: Option<String>,
     pub facts: Facts,
 }
 
@@ -250,9 +251,25 @@ pub struct Ctx {
     /// The records as this run found them (an ECS service retires the revision it ran before).
     pub previous: Arc<BTreeMap<NodeId, Record>>,
     pub hints: Arc<Hints>,
+    /// Raised by Ctrl-C: every bounded wait ends at its next pause (see [`Ctx::pause`]).
+    pub stop: crate::graph::StopFlag,
 }
 
+/// A wait ended by Ctrl-C: what was done is recorded, and the command exits 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted while waiting for {0}\n  hint: re-run the command to resume where it stopped")]
+pub struct Interrupted(pub String);
+
 impl Ctx {
+    /// Sleeps between two polls of something AWS is doing; fails at once (within 100 ms) when Ctrl-C was pressed.
+    pub async fn pause(&self, delay: Duration, waiting_for: impl FnOnce() -> String) -> Result<()> {
+        self.stop.sleep(delay).await;
+        if self.stop.is_stopped() {
+            return Err(Interrupted(waiting_for()).into());
+        }
+        Ok(())
+    }
+
     /// The recorded AWS id of a node this one depends on.
     pub fn id_of(&self, node: &NodeId) -> Result<String> {
         Ok(self.record_of(node)?.id)
@@ -274,11 +291,13 @@ impl Ctx {
         self.created.lock().expect("created lock").contains(node)
     }
 
-    /// The tags every resource gets at creation: ownership (`secep:stack`), identity (`secep:node`) and a Name.
+    /// The tags every resource gets at creation: ownership (`secep:stack`), identity (`secep:node`), the state
+    /// file's lifecycle (`secep:lineage`) and a Name.
     pub fn tags(&self, node: &NodeId, name: &str) -> Vec<(String, String)> {
         vec![
             (TAG_STACK.to_string(), self.stack.clone()),
             (TAG_NODE.to_string(), node.to_string()),
+            (TAG_LINEAGE.to_string(), self.state.lock().nonce().to_string()),
             ("Name".to_string(), name.to_string()),
         ]
     }
@@ -502,7 +521,7 @@ async fn read_kind<K: Resource, W: Fn(K::Facts) -> Facts>(
     let found = K::read(cx).await?;
     Ok(found
         .into_iter()
-        .map(|f| Found { node: f.node, id: f.id, arn: f.arn, owner: f.owner, facts: wrap(f.facts) })
+        .map(|f| Found { node: f.node, id: f.id, arn: f.arn, owner: f.owner, lineage: f.lineage, facts: wrap(f.facts) })
         .collect())
 }
 

@@ -10,7 +10,7 @@ use aws_sdk_servicediscovery::operation::create_private_dns_namespace::CreatePri
 use aws_sdk_servicediscovery::types::{OperationStatus, OperationTargetType};
 use serde::Serialize;
 
-use super::support::{all, sd_stack_tag, sd_tags};
+use super::support::{all, sd_stack_tags, sd_tags};
 use super::{
     Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, View, api_error,
     is, retry_while,
@@ -85,6 +85,7 @@ impl Resource for Namespace {
             id: record.id.clone(),
             arn,
             owner: Owner::Us,
+            lineage: None,
             facts: Facts { name },
         }])
     }
@@ -223,19 +224,20 @@ async fn read_teardown(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
     let tagged = all(candidates, |(id, arn, name, is_recorded)| {
         let clients = cx.clients.clone();
         async move {
-            let tag = sd_stack_tag(&clients, &arn).await?;
-            Ok((id, arn, name, is_recorded, tag))
+            let tags = sd_stack_tags(&clients, &arn).await?;
+            Ok((id, arn, name, is_recorded, tags))
         }
     })
     .await?;
     let mut found = Vec::new();
-    for (id, arn, name, is_recorded, tag) in tagged {
+    for (id, arn, name, is_recorded, tags) in tagged {
         // Gone meanwhile.
-        let Some(tag) = tag else { continue };
-        let owner = cx.owner(tag.as_deref());
+        let Some(tags) = tags else { continue };
+        let owner = cx.owner(tags.stack.as_deref());
         // An unrecorded namespace is the stack's only by its tag; somebody else's of the same name is none of ours.
         if is_recorded || owner == Owner::Us {
-            found.push(Found { node: Some(NodeId::Namespace), id, arn: Some(arn), owner, facts: Facts { name } });
+            let (node, lineage, facts) = (Some(NodeId::Namespace), tags.lineage, Facts { name });
+            found.push(Found { node, id, arn: Some(arn), owner, lineage, facts });
         }
     }
     Ok(found)
@@ -252,12 +254,13 @@ pub(super) async fn recorded(cx: &ReadCx<'_>) -> Result<Option<Found<Facts>>> {
             _ => return Ok(None),
         },
     };
-    let Some(tag) = sd_stack_tag(cx.clients, &arn).await? else { return Ok(None) };
+    let Some(tags) = sd_stack_tags(cx.clients, &arn).await? else { return Ok(None) };
     Ok(Some(Found {
         node: Some(NodeId::Namespace),
         id: record.id.clone(),
         arn: Some(arn),
-        owner: cx.owner(tag.as_deref()),
+        owner: cx.owner(tags.stack.as_deref()),
+        lineage: tags.lineage,
         facts: Facts { name },
     }))
 }
@@ -285,8 +288,8 @@ async fn find_ours(ctx: &Ctx, name: &str) -> Result<Option<(Created, Facts)>> {
         for ns in page.map_err(|e| api_error("list Cloud Map namespaces", e))?.namespaces() {
             if let (Some(n), Some(id), Some(arn)) = (ns.name(), ns.id(), ns.arn())
                 && n == name
-                && let Some(tag) = sd_stack_tag(&ctx.clients, arn).await?
-                && Owner::from_tag(&ctx.stack, tag.as_deref()) == Owner::Us
+                && let Some(tags) = sd_stack_tags(&ctx.clients, arn).await?
+                && Owner::from_tag(&ctx.stack, tags.stack.as_deref()) == Owner::Us
             {
                 let created = Created::named(id, Some(arn.to_string()));
                 return Ok(Some((created, Facts { name: Some(n.to_string()) })));
@@ -328,7 +331,7 @@ pub(super) async fn wait_for_operation(ctx: &Ctx, operation_id: &str, what: &str
                 ctx.operation_timeout.as_secs()
             );
         }
-        tokio::time::sleep(delay).await;
+        ctx.pause(delay, || format!("Cloud Map operation {operation_id} ({what})")).await?;
         delay = crate::aws::poll_delay(started.elapsed());
     }
 }

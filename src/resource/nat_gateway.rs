@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{Filter, NatGateway as Gateway, ResourceType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::ec2_tags;
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
@@ -226,6 +226,7 @@ fn of(cx: &ReadCx<'_>, g: &Gateway) -> Option<Found<Facts>> {
         id: g.nat_gateway_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(g.tags(), TAG_STACK)),
+        lineage: ec2_lineage(g.tags()),
         facts: facts_of(g),
     })
 }
@@ -296,7 +297,7 @@ async fn wait_nat(ctx: &Ctx, id: &str, want: &str, timeout: Duration) -> Result<
             _ if started.elapsed() > timeout => {
                 bail!("NAT gateway {id} is not {want} after {}s\n  hint: raise --operation-timeout", timeout.as_secs())
             }
-            _ => tokio::time::sleep(crate::aws::poll_delay(started.elapsed())).await,
+            _ => ctx.pause(crate::aws::poll_delay(started.elapsed()), || format!("NAT gateway {id} to be {want}")).await?,
         }
     }
 }

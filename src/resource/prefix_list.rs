@@ -42,6 +42,7 @@ impl Resource for PrefixList {
                 id: r.id.clone(),
                 arn: r.arn.clone(),
                 owner: super::Owner::Us,
+                lineage: None,
                 facts: Facts { name: None },
             })
             .collect())

@@ -432,7 +432,7 @@ fn place(state: &StateFile, found: Vec<(Kind, Vec<Found<Facts>>)>) -> BTreeMap<N
             (None, Some(node)) if node.kind() == kind => node.base().clone().twin(&f.id),
             _ => continue,
         };
-        nodes.insert(key, Observed { id: f.id, arn: f.arn, owner: f.owner, facts: f.facts });
+        nodes.insert(key, Observed { id: f.id, arn: f.arn, owner: f.owner, lineage: f.lineage, facts: f.facts });
     }
     nodes
 }
@@ -440,6 +440,11 @@ fn place(state: &StateFile, found: Vec<(Kind, Vec<Found<Facts>>)>) -> BTreeMap<N
 /// The value of a tag in EC2's tag list.
 pub fn ec2_tag<'t>(tags: &'t [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'t str> {
     tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+/// An EC2 resource's `secep:lineage` tag.
+pub fn ec2_lineage(tags: &[aws_sdk_ec2::types::Tag]) -> Option<String> {
+    ec2_tag(tags, super::TAG_LINEAGE).map(str::to_string)
 }
 
 /// The node an EC2 resource's `secep:node` tag names, if it parses.

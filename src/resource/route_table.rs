@@ -9,7 +9,7 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, ResourceType, RouteTable as Table};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::ec2_tags;
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, ReadCx, Resource, Salt, TAG_STACK, View,
@@ -242,6 +242,7 @@ fn found_of(cx: &ReadCx<'_>, table: &Table) -> Option<Found<Facts>> {
         id: table.route_table_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(table.tags(), TAG_STACK)),
+        lineage: ec2_lineage(table.tags()),
         facts: Facts::of(table),
     })
 }

@@ -11,7 +11,7 @@ use aws_sdk_servicediscovery::types::{
 };
 use serde::Serialize;
 
-use super::support::{all, sd_stack_tag, sd_tags};
+use super::support::{all, sd_stack_tags, sd_tags};
 use super::{
     Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, View, api_error,
     is, retry_while,
@@ -77,6 +77,7 @@ impl Resource for SdService {
                     id: id.to_string(),
                     arn: s.arn().map(str::to_string),
                     owner: Owner::Us,
+                    lineage: None,
                     facts,
                 }),
                 None if cx.teardown() => {
@@ -100,16 +101,17 @@ impl Resource for SdService {
         let tagged = all(unrecorded, |(id, arn, name, facts)| {
             let clients = cx.clients.clone();
             async move {
-                let tag = sd_stack_tag(&clients, &arn).await?;
-                Ok((id, arn, name, facts, tag))
+                let tags = sd_stack_tags(&clients, &arn).await?;
+                Ok((id, arn, name, facts, tags))
             }
         })
         .await?;
-        for (id, arn, name, facts, tag) in tagged {
-            if let Some(tag) = tag
-                && cx.owner(tag.as_deref()) == Owner::Us
+        for (id, arn, name, facts, tags) in tagged {
+            if let Some(tags) = tags
+                && cx.owner(tags.stack.as_deref()) == Owner::Us
             {
-                found.push(Found { node: Some(NodeId::SdService(name)), id, arn: Some(arn), owner: Owner::Us, facts });
+                let (node, lineage) = (Some(NodeId::SdService(name)), tags.lineage);
+                found.push(Found { node, id, arn: Some(arn), owner: Owner::Us, lineage, facts });
             }
         }
         Ok(found)
@@ -295,8 +297,8 @@ async fn find_ours(ctx: &Ctx, namespace_id: &str, name: &str) -> Result<Option<(
             // Deleted meanwhile.
             let Some(full) = full else { continue };
             let Some(svc) = full.service().filter(|svc| svc.namespace_id() == Some(namespace_id)) else { continue };
-            if let Some(tag) = sd_stack_tag(&ctx.clients, arn).await?
-                && Owner::from_tag(&ctx.stack, tag.as_deref()) == Owner::Us
+            if let Some(tags) = sd_stack_tags(&ctx.clients, arn).await?
+                && Owner::from_tag(&ctx.stack, tags.stack.as_deref()) == Owner::Us
             {
                 let facts = facts_of(name, svc.dns_config(), svc.instance_count());
                 return Ok(Some((Created::named(id, Some(arn.to_string())), facts)));

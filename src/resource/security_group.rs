@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{Filter, ResourceType, SecurityGroup as Ec2Group};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{blocking_enis, ec2_tags, retry_while};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
@@ -176,6 +176,7 @@ fn of(cx: &ReadCx<'_>, g: &Ec2Group) -> Option<Found<Facts>> {
         id: g.group_id()?.to_string(),
         arn: g.security_group_arn().map(str::to_string),
         owner: cx.owner(ec2_tag(g.tags(), TAG_STACK)),
+        lineage: ec2_lineage(g.tags()),
         facts: facts_of(g),
     })
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::read::ecs_tag;
 use super::support::ecs_tags;
 use super::{
-    Compare, Created, Ctx, Deleted, Found, OnChange, OrGone, ReadCx, Resource, Salt, TAG_NODE, TAG_STACK, View,
+    Compare, Created, Ctx, Deleted, Found, OnChange, OrGone, ReadCx, Resource, Salt, TAG_NODE, TAG_LINEAGE, TAG_STACK, View,
     api_error,
 };
 use crate::model::{Node, NodeId};
@@ -27,7 +27,7 @@ pub struct Spec {
 }
 
 /// What ECS says about the service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
     /// `ACTIVE`, or `DRAINING` while a delete stops its tasks.
     pub status: String,
@@ -169,6 +169,7 @@ impl Resource for Service {
                     id: arn.to_string(),
                     arn: Some(arn.to_string()),
                     owner: cx.owner(ecs_tag(s.tags(), TAG_STACK)),
+                    lineage: ecs_tag(s.tags(), TAG_LINEAGE).map(str::to_string),
                     facts: Facts::of(s),
                 })
             })
@@ -420,7 +421,7 @@ async fn wait_until_gone(ctx: &Ctx, cluster: &str, arn: &str, name: &str) -> Res
                 ctx.dependency_timeout.as_secs()
             );
         }
-        tokio::time::sleep(delay).await;
+        ctx.pause(delay, || format!("ECS service {name} to be deleted")).await?;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

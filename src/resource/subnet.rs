@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{blocking_enis, ec2_tags, retry_while};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, ReadCx, Resource, Salt, TAG_STACK,
@@ -199,6 +199,7 @@ fn of(cx: &ReadCx<'_>, s: &aws_sdk_ec2::types::Subnet) -> Option<Found<Facts>> {
         id: s.subnet_id()?.to_string(),
         arn: None,
         owner: cx.owner(ec2_tag(s.tags(), TAG_STACK)),
+        lineage: ec2_lineage(s.tags()),
         facts: Facts {
             az: s.availability_zone().unwrap_or_default().to_string(),
             cidr: s.cidr_block().unwrap_or_default().to_string(),

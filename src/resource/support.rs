@@ -33,7 +33,9 @@ where
                     )));
                 }
                 tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "blocked; retrying");
-                tokio::time::sleep(delay).await;
+                if let Err(stopped) = ctx.pause(delay, || "a dependency AWS still holds to be released".into()).await {
+                    return Err(e.context(stopped.to_string()));
+                }
                 delay = (delay * 2).min(Duration::from_secs(15));
             }
             other => return other,
@@ -136,8 +138,24 @@ pub fn sd_tags(ctx: &Ctx, node: &NodeId, name: &str) -> Result<Vec<aws_sdk_servi
         .collect()
 }
 
-/// The `secep:stack` tag of a Cloud Map resource; `None` when it is gone meanwhile.
-pub async fn sd_stack_tag(ctx_clients: &crate::aws::Clients, arn: &str) -> Result<Option<Option<String>>> {
+/// A resource's ownership tags, for kinds whose tags take a call of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackTags {
+    pub stack: Option<String>,
+    pub lineage: Option<String>,
+}
+
+impl StackTags {
+    pub fn of<'t>(tag: impl Fn(&str) -> Option<&'t str>) -> StackTags {
+        StackTags {
+            stack: tag(super::TAG_STACK).map(str::to_string),
+            lineage: tag(super::TAG_LINEAGE).map(str::to_string),
+        }
+    }
+}
+
+/// The ownership tags of a Cloud Map resource; `None` when it is gone meanwhile.
+pub async fn sd_stack_tags(ctx_clients: &crate::aws::Clients, arn: &str) -> Result<Option<StackTags>> {
     use super::{OrGone, api_error};
     let out = ctx_clients
         .sd
@@ -147,5 +165,5 @@ pub async fn sd_stack_tag(ctx_clients: &crate::aws::Clients, arn: &str) -> Resul
         .await
         .map_err(|e| api_error(format!("read the tags of {arn}"), e))
         .or_gone()?;
-    Ok(out.map(|o| o.tags().iter().find(|t| t.key() == super::TAG_STACK).map(|t| t.value().to_string())))
+    Ok(out.map(|o| StackTags::of(|key| o.tags().iter().find(|t| t.key() == key).map(|t| t.value()))))
 }

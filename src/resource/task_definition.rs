@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 use super::read::ecs_tag;
 use super::support::{all, ecs_tags};
 use super::{
-    Compare, Created, Ctx, Deleted, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_NODE, TAG_STACK,
+    Compare, Created, Ctx, Deleted, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_NODE, TAG_LINEAGE, TAG_STACK,
     View, api_error,
 };
 use crate::aws::Clients;
@@ -210,6 +210,7 @@ async fn read_recorded(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
                 id: arn.clone(),
                 arn: Some(arn),
                 owner: Owner::Us,
+                lineage: None,
                 facts: Facts { status: Status::InUse },
             });
         } else {
@@ -230,6 +231,7 @@ async fn read_recorded(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
             id: arn.clone(),
             arn: Some(arn),
             owner: cx.owner(ecs_tag(out.tags(), TAG_STACK)),
+            lineage: ecs_tag(out.tags(), TAG_LINEAGE).map(str::to_string),
             facts: Facts { status },
         });
     }
@@ -284,6 +286,7 @@ async fn read_everything(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
             id: arn.clone(),
             arn: Some(arn),
             owner: cx.owner(stack_tag),
+            lineage: ecs_tag(out.tags(), TAG_LINEAGE).map(str::to_string),
             facts: Facts { status: Status::Active },
         });
     }

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use aws_sdk_ec2::types::{Filter, ResourceType};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_node, ec2_lineage, ec2_tag};
 use super::support::{ec2_tags, retry_while};
 use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt,
@@ -156,6 +156,7 @@ fn of(cx: &ReadCx<'_>, v: &aws_sdk_ec2::types::Vpc) -> Option<Found<Facts>> {
         id: v.vpc_id()?.to_string(),
         arn: None,
         owner,
+        lineage: ec2_lineage(v.tags()),
         facts: Facts { cidr: v.cidr_block().unwrap_or_default().to_string() },
     })
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, VpcAttributeName};
 use serde::Serialize;
 
-use super::read::{ec2_node, ec2_tag};
+use super::read::{ec2_lineage, ec2_node, ec2_tag};
 use super::{
     Compare, Created, Ctx, Deleted, Found, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK, View,
     api_error,
@@ -86,8 +86,8 @@ impl Resource for VpcDns {
         };
         // Gone between the two reads: as if not found.
         let Some(facts) = facts.or_gone()? else { return Ok(Vec::new()) };
-        let owner = cx.owner(ec2_tag(vpc.tags(), TAG_STACK));
-        Ok(vec![Found { node: Some(NodeId::VpcDns), id, arn: None, owner, facts }])
+        let (owner, lineage) = (cx.owner(ec2_tag(vpc.tags(), TAG_STACK)), ec2_lineage(vpc.tags()));
+        Ok(vec![Found { node: Some(NodeId::VpcDns), id, arn: None, owner, lineage, facts }])
     }
 
     fn compare(_spec: &Spec, facts: &Facts, _cx: &Compare<'_>) -> Vec<Change> {
@@ -186,6 +186,7 @@ async fn teardown(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
         id: record.id.clone(),
         arn: None,
         owner: cx.owner(ec2_tag(tags, TAG_STACK)),
+        lineage: ec2_lineage(tags),
         facts: unread.clone(),
     };
     if let Some(vpc) = cx.vpcs().await?.iter().find(|v| v.vpc_id() == Some(vpc_id)) {

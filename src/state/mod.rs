@@ -28,6 +28,10 @@ pub struct StateDoc {
     #[serde(default)]
     pub nonce: String,
     pub nodes: BTreeMap<NodeId, Record>,
+    /// How many times each node was forgotten (deleted) in this lifecycle: a node created again gets new
+    /// idempotency tokens, never the ones of the resource it follows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generations: BTreeMap<NodeId, u32>,
 }
 
 /// What secep knows about one created resource.
@@ -102,6 +106,7 @@ impl StateFile {
                     region: region.into(),
                     nonce: new_nonce(stack),
                     nodes: BTreeMap::new(),
+                    generations: BTreeMap::new(),
                 };
                 return Ok(StateFile { path: path.to_path_buf(), doc, on_disk: false });
             }
@@ -116,6 +121,11 @@ impl StateFile {
                 recorded: doc.region,
                 requested: region.into(),
             });
+        }
+        let mut doc = doc;
+        if doc.nonce.is_empty() {
+            // Written by a release before lineages: this lifecycle gets one from now on.
+            doc.nonce = new_nonce(stack);
         }
         Ok(StateFile { path: path.to_path_buf(), doc, on_disk: true })
     }
@@ -153,8 +163,20 @@ impl StateFile {
         self.doc.nodes.get(node)
     }
 
+    /// The lifecycle's nonce: the `secep:lineage` tag of everything it creates, and the salt of its tokens.
     pub fn nonce(&self) -> &str {
         &self.doc.nonce
+    }
+
+    /// How many times the node was deleted in this lifecycle.
+    pub fn generation(&self, node: &NodeId) -> u32 {
+        self.doc.generations.get(node).copied().unwrap_or(0)
+    }
+
+    /// Writes the file, even with nothing recorded yet, before a run's first change: what that change makes
+    /// carries this lifecycle's lineage, which a later `down` then finds even if the run dies before recording it.
+    pub fn begin(&mut self) -> Result<(), StateError> {
+        if self.on_disk { Ok(()) } else { self.save() }
     }
 
     pub fn nodes(&self) -> &BTreeMap<NodeId, Record> {
@@ -199,7 +221,11 @@ impl StateFile {
     }
 
     fn unset(&mut self, node: &NodeId) -> bool {
-        self.doc.nodes.remove(node).is_some()
+        let removed = self.doc.nodes.remove(node).is_some();
+        if removed {
+            *self.doc.generations.entry(node.base().clone()).or_default() += 1;
+        }
+        removed
     }
 }
 
@@ -305,6 +331,30 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temp file may remain");
+    }
+
+    #[test]
+    fn begin_writes_the_lineage_before_anything_is_recorded_and_a_deleted_node_gets_a_new_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state.json");
+        let mut state = StateFile::open(&path, "s", "us-east-1").unwrap();
+        let nonce = state.nonce().to_string();
+        state.begin().unwrap();
+        let again = StateFile::open(&path, "s", "us-east-1").unwrap();
+        assert!(again.nodes().is_empty() && again.nonce() == nonce, "the lineage survives a crash before any record");
+        state.record(&NodeId::Vpc, record("vpc-1")).unwrap();
+        assert_eq!(state.generation(&NodeId::Vpc), 0);
+        assert!(state.unset(&NodeId::Vpc));
+        assert!(!state.unset(&NodeId::Vpc), "forgetting twice counts once");
+        assert_eq!(state.generation(&NodeId::Vpc), 1, "created again, it gets new idempotency tokens");
+    }
+
+    #[test]
+    fn a_state_without_a_nonce_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.state.json");
+        fs::write(&path, r#"{"format_version": 1, "stack": "s", "region": "us-east-1", "nodes": {}}"#).unwrap();
+        assert!(!StateFile::open(&path, "s", "us-east-1").unwrap().nonce().is_empty());
     }
 
     #[test]

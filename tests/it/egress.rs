@@ -29,7 +29,7 @@ port = 9090
 task_role_arn = "arn:aws:iam::123456789012:role/api-task"
 "#;
 
-fn project(prefix: &str, egress: &str) -> Project {
+pub(crate) fn project(prefix: &str, egress: &str) -> Project {
     Project::with_config(prefix, &MESH.replace("EGRESS", egress))
 }
 

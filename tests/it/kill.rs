@@ -114,13 +114,24 @@ fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str,
     ])
 }
 
-/// Kills `up` after its Kth successful mutating call; returns what the resumed `up` printed. The proxy sends the
+/// Kills `up` after its Kth successful mutating call; returns what the resumed `up` printed, and the proxy both
+/// went through (the `down` after them goes through it too: its clock saw their tasks start). The proxy sends the
 /// SIGKILL itself, right after that answer, and forwards nothing after it: no call the dead run had in flight can
 /// reach the emulator behind the resumed run's back (a test-side poll of the call log let one through).
-fn kill_then_resume(p: &Project, k: usize) -> String {
-    let proxy = Proxy::start(&["--latency-ms", "60"]);
+fn kill_then_resume(p: &Project, k: usize) -> (String, Proxy) {
+    let proxy = Proxy::start(&[]);
+    kill_at(p, &proxy, &["up"], k);
+    let resumed = p.secep_at(&proxy.url, &["up"]);
+    assert_eq!(resumed.code, 0, "K={k}: the resumed up failed:\n{}", resumed.stderr);
+    (resumed.stderr, proxy)
+}
+
+/// Runs `secep <args> --parallelism 1` through `proxy`, which SIGKILLs it right after its Kth successful mutating
+/// answer and refuses every later call unforwarded, and checks that it was killed there. The proxy is disarmed
+/// again: the next run goes through the same one, whose clock saw what the dead run did.
+pub(crate) fn kill_at(p: &Project, proxy: &Proxy, args: &[&str], k: usize) {
     let mut child = p
-        .command(&proxy.url, &["up", "--parallelism", "1"])
+        .command(&proxy.url, &[args, &["--parallelism", "1"]].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -128,11 +139,9 @@ fn kill_then_resume(p: &Project, k: usize) -> String {
     proxy.configure(&format!(r#"{{"kill_after_mutating": {k}, "kill_pid": {}}}"#, child.id()));
     let status = child.wait().unwrap();
     let killed = proxy.calls().iter().any(|c| c["killed"] == child.id());
-    assert!(killed, "K={k}: up ended ({status}) before its Kth mutating call; is K beyond the run?");
+    assert!(killed, "K={k}: {args:?} ended ({status}) before its Kth mutating call; is K beyond the run?");
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "K={k}: not killed by the proxy");
-    let resumed = p.secep(&["up"]);
-    assert_eq!(resumed.code, 0, "K={k}: the resumed up failed:\n{}", resumed.stderr);
-    resumed.stderr
+    proxy.configure(r#"{"kill_after_mutating": null, "kill_pid": null}"#);
 }
 
 pub(crate) fn mesh(services: usize) -> (String, usize) {
@@ -162,17 +171,15 @@ async fn run_positions(
     let mut report = Vec::new();
     for batch in positions.chunks(4) {
         let projects: Vec<(usize, Project)> = batch.iter().map(|&k| (k, make(k))).collect();
-        let adopted: Vec<usize> = std::thread::scope(|scope| {
-            let handles: Vec<_> = projects
-                .iter()
-                .map(|(k, p)| scope.spawn(move || kill_then_resume(p, *k).matches("adopted ").count()))
-                .collect();
+        let resumed: Vec<(String, Proxy)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = projects.iter().map(|(k, p)| scope.spawn(move || kill_then_resume(p, *k))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        for ((k, p), adopted) in projects.iter().zip(adopted) {
+        for ((k, p), (stderr, proxy)) in projects.iter().zip(resumed) {
+            let adopted = stderr.matches("adopted ").count();
             let got = census(&aws, p).await;
             assert_eq!(got, want, "K={k}: duplicates or missing resources after resuming");
-            let down = p.secep(&["down", "--yes"]);
+            let down = p.secep_at(&proxy.url, &["down", "--yes"]);
             assert_eq!(down.code, 0, "K={k}: {}", down.stderr);
             report.push(format!("K={k}: adopted {adopted}, duplicates 0"));
         }

@@ -12,4 +12,5 @@ mod robustness;
 mod rollout;
 mod snapshots;
 mod status;
+mod teardown;
 mod up;

@@ -31,7 +31,7 @@ fn recorded(nodes: &[Node]) -> (tempfile::TempDir, StateFile) {
 }
 
 fn observed(id: &str, facts: Facts) -> Observed {
-    Observed { id: id.to_string(), arn: None, owner: Owner::Us, facts }
+    Observed { id: id.to_string(), arn: None, owner: Owner::Us, lineage: None, facts }
 }
 
 fn status<'a>(statuses: &'a [NodeStatus], node: &NodeId) -> &'a NodeStatus {
@@ -93,7 +93,8 @@ fn an_unrecorded_resource_tagged_as_ours_is_adopted_and_one_tagged_otherwise_is_
     let nodes = nodes();
     let dir = tempfile::tempdir().unwrap();
     let state = StateFile::open(&dir.path().join("s.json"), "nat-test", "us-east-1").unwrap();
-    let ours = observed("igw-1", Facts::InternetGateway(internet_gateway::Facts { vpc: None }));
+    let ours =
+        with_lineage(state.nonce(), observed("igw-1", Facts::InternetGateway(internet_gateway::Facts { vpc: None })));
     let s = diff(&nodes, &state, &live_with(vec![(NodeId::InternetGateway, ours.clone())])).unwrap();
     assert_eq!(status(&s, &NodeId::InternetGateway).action, Action::Adopt);
     let theirs = Observed { owner: Owner::Other(Some("another".into())), ..ours };
@@ -134,7 +135,66 @@ fn teardown_deletes_ours_forgets_the_gone_and_never_touches_the_foreign() {
     assert_eq!(plan[&NodeId::InternetGateway], Teardown::Delete);
     assert_eq!(plan[&NodeId::RouteTable("public".into())], Teardown::NotOwned(None));
     assert_eq!(plan[&NodeId::Vpc], Teardown::AlreadyGone);
-    assert_eq!(plan[&twin], Teardown::Leftover);
+    assert_eq!(plan[&twin], Teardown::Leftover(None), "no lineage: not provably this state's");
     let adopted: BTreeMap<NodeId, Teardown> = teardown(&state, &live, true, false).into_iter().collect();
     assert_eq!(adopted[&twin], Teardown::Delete);
+}
+
+fn with_lineage(lineage: &str, o: Observed) -> Observed {
+    Observed { lineage: Some(lineage.into()), ..o }
+}
+
+#[test]
+fn plain_teardown_deletes_what_this_lineage_made_unrecorded_and_leaves_another_states() {
+    let nodes = nodes();
+    let (_dir, state) = recorded(&nodes);
+    let igw = || Facts::InternetGateway(internet_gateway::Facts { vpc: None });
+    let (ours, theirs) = (NodeId::InternetGateway.twin("igw-2"), NodeId::InternetGateway.twin("igw-3"));
+    let live = live_with(vec![
+        (ours.clone(), with_lineage(state.nonce(), observed("igw-2", igw()))),
+        (theirs.clone(), with_lineage("0123456789abcdef", observed("igw-3", igw()))),
+    ]);
+    let plan: BTreeMap<NodeId, Teardown> = teardown(&state, &live, false, false).into_iter().collect();
+    assert_eq!(plan[&ours], Teardown::Delete, "made by this lifecycle, killed before its record");
+    assert_eq!(plan[&theirs], Teardown::Leftover(Some("0123456789abcdef".into())));
+}
+
+#[test]
+fn a_cluster_holding_another_states_service_is_not_attempted() {
+    let nodes = nodes();
+    let (_dir, state) = recorded(&nodes);
+    let svc = nodes.iter().find(|n| n.id.kind() == Kind::Service).expect("a service").id.clone();
+    let cluster_facts = Facts::Cluster(crate::resource::cluster::Facts { name: "nat-test".into() });
+    let theirs = svc.clone().twin("arn:their-service");
+    let mut live = live_with(vec![(NodeId::Cluster, observed("nat-test", cluster_facts))]);
+    let recorded_svc = state.get(&svc).unwrap().id.clone();
+    let service_facts = |_: &str| Facts::Service(crate::resource::service::Facts::default());
+    live.nodes.insert(svc.clone(), observed(&recorded_svc, service_facts(&recorded_svc)));
+    live.nodes
+        .insert(theirs.clone(), with_lineage("0123456789abcdef", observed("arn:their-service", service_facts("x"))));
+    let plan: BTreeMap<NodeId, Teardown> = teardown(&state, &live, false, false).into_iter().collect();
+    assert_eq!(plan[&svc], Teardown::Delete);
+    assert!(matches!(&plan[&NodeId::Cluster], Teardown::Held(why) if why.contains(&theirs.to_string())), "{plan:?}");
+    let adopted: BTreeMap<NodeId, Teardown> = teardown(&state, &live, true, false).into_iter().collect();
+    assert_eq!(adopted[&NodeId::Cluster], Teardown::Delete, "with --adopt the service goes first, then the cluster");
+}
+
+#[test]
+fn up_adopts_only_what_this_lineage_made_and_kept_log_groups() {
+    let nodes = nodes();
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateFile::open(&dir.path().join("s.json"), "nat-test", "us-east-1").unwrap();
+    let igw = || Facts::InternetGateway(internet_gateway::Facts { vpc: None });
+    let mine = live_with(vec![(NodeId::InternetGateway, with_lineage(state.nonce(), observed("igw-1", igw())))]);
+    let s = diff(&nodes, &state, &mine).unwrap();
+    assert_eq!(status(&s, &NodeId::InternetGateway).action, Action::Adopt);
+    let theirs = live_with(vec![(NodeId::InternetGateway, with_lineage("another", observed("igw-1", igw())))]);
+    let s = diff(&nodes, &state, &theirs).unwrap();
+    let igw = status(&s, &NodeId::InternetGateway);
+    assert_eq!((&igw.verdict, igw.action), (&Verdict::OtherLineage(Some("another".into())), Action::Unsupported));
+    let logs = nodes.iter().find(|n| n.id.kind() == Kind::LogGroup).expect("a log group").id.clone();
+    let kept = Facts::LogGroup(crate::resource::log_group::Facts { retention_days: Some(30) });
+    let s = diff(&nodes, &state, &live_with(vec![(logs.clone(), with_lineage("another", observed("/secep/x", kept)))]))
+        .unwrap();
+    assert_eq!(status(&s, &logs).action, Action::Adopt, "a log group an earlier lifecycle's `down` kept is reused");
 }
