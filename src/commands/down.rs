@@ -122,9 +122,10 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
     // or a release before lineage tags): never deleted without --adopt, but never silently left behind.
     if !leftovers.is_empty() {
         console.warn(format!(
-            "still tagged secep:stack={stack} but made from another state file (this one is secep:lineage={}), left in place: {}\n  hint: run `secep down` with the state file that made them (--state), or `secep down --adopt` to delete them too",
+            "{} resource(s) tagged secep:stack={stack} were made from another state file (this one is secep:lineage={}) and are left in place:\n  {}\n  hint: run `secep down` with the state file that made them (--state), or `secep down --adopt` to delete them too",
+            leftovers.len(),
             ctx.state.lock().nonce(),
-            leftovers.join(", ")
+            leftovers.join("\n  ")
         ));
     }
     let walk_failed = rows.iter().any(|r| matches!(r.action, "failed" | "skipped"));

@@ -54,8 +54,13 @@ impl StateLock {
         Ok(StateLock { _file: file, stale: stale.map(|(pid, started)| (pid, now.saturating_sub(started))) })
     }
 
-    /// Marks a clean finish, so the next run does not report this one as dead.
-    pub fn release(self) {
+    /// Marks a clean finish, so the next run does not report this one as dead (dropping the lock does the same).
+    pub fn release(self) {}
+}
+
+/// A run that ends, even with an error, ends cleanly: only a killed process leaves its name in the lock file.
+impl Drop for StateLock {
+    fn drop(&mut self) {
         let _ = self._file.set_len(0);
     }
 }

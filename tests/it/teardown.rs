@@ -61,7 +61,7 @@ async fn a_plain_down_after_up_is_killed_at_any_create_of_the_seed_config_leaves
 async fn a_plain_down_after_up_of_a_ten_service_mesh_is_killed_leaves_nothing() {
     let (text, _) = mesh(10);
     let report =
-        kill_up_then_down(vec![3, 12, 30, 50, 64], |k| Project::with_config(&format!("crashmesh{k}"), &text)).await;
+        kill_up_then_down(vec![3, 20, 45, 64], |k| Project::with_config(&format!("crashmesh{k}"), &text)).await;
     eprintln!("mesh kill-then-down:\n{}", report.join("\n"));
 }
 
@@ -69,7 +69,7 @@ async fn a_plain_down_after_up_of_a_ten_service_mesh_is_killed_leaves_nothing() 
 async fn down_killed_at_any_point_is_finished_by_the_next_down() {
     let aws = aws().await;
     // A seed `down` makes 30 mutating calls: the ECS services first, the namespace and the VPC last.
-    let positions = [1, 2, 5, 9, 14, 19, 24, 29];
+    let positions = [1, 3, 8, 14, 21, 29];
     let projects: Vec<(usize, Project)> = positions
         .iter()
         .map(|&k| (k, Project::from_shipped("secure-endpoints.toml", &format!("downkill{k}"))))
@@ -118,6 +118,8 @@ async fn two_state_files_of_one_stack_name_never_delete_each_others_resources() 
 
     let down = bob(&["down", "--yes", "--delete-logs"]);
     assert_eq!(down.code, 1, "what is left in place is reported as not done:\n{}", down.stderr);
+    // Regression: a run that ended with an error left its pid in the lock file, so the next one reported it dead.
+    assert!(!down.stderr.contains("ended without finishing"), "the refused up ended cleanly:\n{}", down.stderr);
     let vpc = hers.iter().find(|r| r.starts_with("vpc ")).unwrap().trim_start_matches("vpc ");
     assert!(
         down.stderr.contains("made from another state file") && down.stderr.contains(vpc),
