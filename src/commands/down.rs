@@ -128,7 +128,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
             leftovers.join("\n  ")
         ));
     }
-    let walk_failed = rows.iter().any(|r| matches!(r.action, "failed" | "skipped"));
+    let walk_failed = n.failed + n.skipped > 0;
     let everything_gone = {
         let mut state = ctx.state.lock();
         // A failed delete of a resource no record names keeps the file: its lineage is how the next `down` finds it.

@@ -17,20 +17,25 @@ async fn anything_left(aws: &Aws, p: &Project) -> Vec<String> {
     left
 }
 
-/// For each K: the project `make(K)`, its `up` killed after its Kth mutating call, then a plain `down`. Four at a
-/// time. Returns a line per K for the report.
-async fn kill_up_then_down(positions: Vec<usize>, make: impl Fn(usize) -> Project + Sync) -> Vec<String> {
+/// For each K: the project `make(K)` goes through `crash(K)` on a proxy of its own (with AWS's rules), then a plain
+/// `down --delete-logs` through the same proxy, four at a time. Returns a line per K for the report.
+async fn crash_then_down(
+    positions: Vec<usize>,
+    make: impl Fn(usize) -> Project + Sync,
+    crash: impl Fn(&Project, &Proxy, usize) + Sync,
+) -> Vec<String> {
     let aws = aws().await;
     let mut report = Vec::new();
     for batch in positions.chunks(4) {
         let projects: Vec<(usize, Project)> = batch.iter().map(|&k| (k, make(k))).collect();
         let downs: Vec<crate::harness::Run> = std::thread::scope(|scope| {
+            let crash = &crash;
             let handles: Vec<_> = projects
                 .iter()
                 .map(|(k, p)| {
                     scope.spawn(move || {
                         let proxy = Proxy::start(&["--strict"]);
-                        kill_at(p, &proxy, &["up"], *k);
+                        crash(p, &proxy, *k);
                         p.secep_at(&proxy.url, &["down", "--yes", "--delete-logs"])
                     })
                 })
@@ -47,13 +52,20 @@ async fn kill_up_then_down(positions: Vec<usize>, make: impl Fn(usize) -> Projec
     report
 }
 
+fn kill_up(p: &Project, proxy: &Proxy, k: usize) {
+    kill_at(p, proxy, &["up"], k);
+}
+
 #[tokio::test]
 async fn a_plain_down_after_up_is_killed_at_any_create_of_the_seed_config_leaves_nothing() {
     // Every mutating call of a fresh seed `up` (tests/it/kill.rs counts them): the VPC, the role, the endpoints,
     // the namespace, the ECS services (the cluster holds them, recorded or not), and everything between.
-    let report =
-        kill_up_then_down((1..=36).collect(), |k| Project::from_shipped("secure-endpoints.toml", &format!("crash{k}")))
-            .await;
+    let report = crash_then_down(
+        (1..=36).collect(),
+        |k| Project::from_shipped("secure-endpoints.toml", &format!("crash{k}")),
+        kill_up,
+    )
+    .await;
     eprintln!("seed kill-then-down:\n{}", report.join("\n"));
 }
 
@@ -61,41 +73,23 @@ async fn a_plain_down_after_up_is_killed_at_any_create_of_the_seed_config_leaves
 async fn a_plain_down_after_up_of_a_ten_service_mesh_is_killed_leaves_nothing() {
     let (text, _) = mesh(10);
     let report =
-        kill_up_then_down(vec![3, 20, 45, 64], |k| Project::with_config(&format!("crashmesh{k}"), &text)).await;
+        crash_then_down(vec![3, 20, 45, 64], |k| Project::with_config(&format!("crashmesh{k}"), &text), kill_up).await;
     eprintln!("mesh kill-then-down:\n{}", report.join("\n"));
 }
 
 #[tokio::test]
 async fn down_killed_at_any_point_is_finished_by_the_next_down() {
-    let aws = aws().await;
     // A seed `down` makes 30 mutating calls: the ECS services first, the namespace and the VPC last.
-    let positions = [1, 3, 8, 14, 21, 29];
-    let projects: Vec<(usize, Project)> = positions
-        .iter()
-        .map(|&k| (k, Project::from_shipped("secure-endpoints.toml", &format!("downkill{k}"))))
-        .collect();
-    let mut report = Vec::new();
-    for batch in projects.chunks(4) {
-        let seconds: Vec<crate::harness::Run> = std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .iter()
-                .map(|(k, p)| {
-                    scope.spawn(move || {
-                        let proxy = Proxy::start(&["--strict"]);
-                        p.secep_at(&proxy.url, &["up"]).success();
-                        kill_at(p, &proxy, &["down", "--yes", "--delete-logs"], *k);
-                        p.secep_at(&proxy.url, &["down", "--yes", "--delete-logs"])
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for ((k, p), again) in batch.iter().zip(seconds) {
-            assert_eq!(again.code, 0, "K={k}: the second down failed:\n{}", again.stderr);
-            assert_eq!(anything_left(&aws, p).await, Vec::<String>::new(), "K={k}: left behind\n{}", again.stderr);
-            report.push(format!("K={k}: 0 left"));
-        }
-    }
+    let positions = vec![1, 3, 8, 14, 21, 29];
+    let report = crash_then_down(
+        positions,
+        |k| Project::from_shipped("secure-endpoints.toml", &format!("downkill{k}")),
+        |p, proxy, k| {
+            p.secep_at(&proxy.url, &["up"]).success();
+            kill_at(p, proxy, &["down", "--yes", "--delete-logs"], k);
+        },
+    )
+    .await;
     eprintln!("down kill-then-down:\n{}", report.join("\n"));
 }
 
