@@ -1,4 +1,4 @@
-//! A tiny harness: one emulator per test process, a scratch folder per test, `secep` run as a user runs it, and
+//! A tiny harness: one emulator per test, a scratch folder per test, `secep` run as a user runs it, and
 //! SDK clients for checking the live result independently of secep's own state file.
 
 use std::path::{Path, PathBuf};
@@ -13,26 +13,58 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The emulator every test in this process shares: `AWS_ENDPOINT_URL` if set (a licensed LocalStack, a moto the
-/// caller runs), else a moto that `localstack/start.sh` starts on a free port and stops when this process exits.
-pub fn emulator() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
-            return url.trim_end_matches('/').to_string();
-        }
-        let run_dir = std::env::temp_dir().join(format!("secep-it-{}", std::process::id()));
+/// The emulator this test runs against: `AWS_ENDPOINT_URL` if set (a licensed LocalStack, a moto the caller runs),
+/// shared by every test; else a fresh moto of this test's own, started by `localstack/start.sh` on first use and
+/// stopped (by its PID) when the test's thread ends. A fresh moto per test keeps tests from slowing each other:
+/// moto grows slower as deleted clusters, services and endpoints pile up, and one Python process serves one core.
+/// Threads a test spawns get the URL from [`emulator`] and pass it on (`Proxy::start_on`).
+pub fn emulator() -> String {
+    if let Ok(url) = std::env::var("AWS_ENDPOINT_URL") {
+        return url.trim_end_matches('/').to_string();
+    }
+    OWN.with(|own| own.get_or_init(Emulator::start).url.clone())
+}
+
+thread_local! {
+    static OWN: OnceLock<Emulator> = const { OnceLock::new() };
+    static CLOCK: OnceLock<Proxy> = const { OnceLock::new() };
+}
+
+/// A moto started for one test.
+struct Emulator {
+    url: String,
+    run_dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start() -> Emulator {
+        assert!(
+            std::thread::current().name().is_some_and(|n| n != "main"),
+            "emulator() outside a test's own thread: pass the URL to spawned threads"
+        );
+        let run_dir = tempfile::Builder::new().prefix("secep-it-").tempdir().unwrap();
         let out = Command::new("bash")
             .arg(repo().join("localstack/start.sh"))
             .args(["--port", "0", "--run-dir"])
-            .arg(&run_dir)
+            .arg(run_dir.path())
             .args(["--watch-pid", &std::process::id().to_string()])
-            .stderr(Stdio::inherit())
             .output()
             .expect("run localstack/start.sh");
-        assert!(out.status.success(), "localstack/start.sh failed; see its stderr above");
-        String::from_utf8(out.stdout).unwrap().lines().last().expect("start.sh prints the URL").trim().to_string()
-    })
+        assert!(out.status.success(), "localstack/start.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout).unwrap().lines().last().expect("start.sh prints the URL").trim().into();
+        Emulator { url, run_dir }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("localstack/stop.sh"))
+            .args(["--moto", "--run-dir"])
+            .arg(self.run_dir.path())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// AWS's durations (namespace 45 s, endpoints 90 s, rollouts 120 s, ...) times this: every rule acts, and a
@@ -40,10 +72,10 @@ pub fn emulator() -> &'static str {
 pub const CLOCK_SCALE: &str = "0.005";
 
 /// The proxy every `Project::secep` goes through: AWS's rules (`--strict`) and its clock, scaled down, in front of
-/// the shared emulator. Tests that need their own faults start their own [`Proxy`].
-pub fn aws_clock() -> &'static str {
-    static PROXY: OnceLock<Proxy> = OnceLock::new();
-    &PROXY.get_or_init(|| Proxy::start(&["--strict"])).url
+/// this test's emulator. Tests that need their own faults start their own [`Proxy`].
+pub fn aws_clock() -> String {
+    let upstream = emulator();
+    CLOCK.with(|clock| clock.get_or_init(|| Proxy::start_on(&upstream, &["--strict"])).url.clone())
 }
 
 /// A unique, valid stack name per test (tests share one emulator and run in parallel).
@@ -137,7 +169,7 @@ impl Project {
 
     /// Runs secep against the shared emulator, through the proxy that gives it AWS's rules and clock.
     pub fn secep(&self, args: &[&str]) -> Run {
-        self.secep_at(aws_clock(), args)
+        self.secep_at(&aws_clock(), args)
     }
 
     /// Runs secep in the project folder with test credentials and only the given endpoint.
@@ -185,7 +217,7 @@ pub struct Aws {
 }
 
 pub async fn aws() -> Aws {
-    aws_at(emulator()).await
+    aws_at(&emulator()).await
 }
 
 pub async fn aws_at(endpoint: &str) -> Aws {
@@ -224,11 +256,16 @@ impl Proxy {
     /// Starts a proxy with the given extra flags (e.g. `--strict`). Rollouts always take AWS's time scaled by
     /// [`CLOCK_SCALE`] (and complete, or fail as they would), unless the flags set the clock themselves.
     pub fn start(flags: &[&str]) -> Proxy {
+        Proxy::start_on(&emulator(), flags)
+    }
+
+    /// [`Proxy::start`] in front of the given emulator (from a thread the test spawned).
+    pub fn start_on(upstream: &str, flags: &[&str]) -> Proxy {
         use std::io::BufRead;
         let python = repo().join("localstack/.venv/bin/python");
         let mut child = Command::new(python)
             .arg(repo().join("localstack/proxy.py"))
-            .args(["--upstream", emulator(), "--port", "0", "-q", "--watch-pid", &std::process::id().to_string()])
+            .args(["--upstream", upstream, "--port", "0", "-q", "--watch-pid", &std::process::id().to_string()])
             .args(if flags.iter().any(|f| f.starts_with("--clock-scale")) {
                 vec![]
             } else {

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use aws_sdk_ecs::types::TaskDefinitionStatus;
 
-use crate::harness::{Aws, Project, Proxy, aws, ec2_filter};
+use crate::harness::{Aws, Project, Proxy, aws, ec2_filter, emulator};
 
 /// How many of each kind the stack has live, counted with describes (never from the state file).
 async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
@@ -118,8 +118,8 @@ fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str,
 /// went through (the `down` after them goes through it too: its clock saw their tasks start). The proxy sends the
 /// SIGKILL itself, right after that answer, and forwards nothing after it: no call the dead run had in flight can
 /// reach the emulator behind the resumed run's back (a test-side poll of the call log let one through).
-fn kill_then_resume(p: &Project, k: usize) -> (String, Proxy) {
-    let proxy = Proxy::start(&[]);
+fn kill_then_resume(p: &Project, upstream: &str, k: usize) -> (String, Proxy) {
+    let proxy = Proxy::start_on(upstream, &[]);
     kill_at(p, &proxy, &["up"], k);
     let resumed = p.secep_at(&proxy.url, &["up"]);
     assert_eq!(resumed.code, 0, "K={k}: the resumed up failed:\n{}", resumed.stderr);
@@ -171,8 +171,10 @@ async fn run_positions(
     let mut report = Vec::new();
     for batch in positions.chunks(4) {
         let projects: Vec<(usize, Project)> = batch.iter().map(|&k| (k, make(k))).collect();
+        let upstream = &emulator();
         let resumed: Vec<(String, Proxy)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = projects.iter().map(|(k, p)| scope.spawn(move || kill_then_resume(p, *k))).collect();
+            let handles: Vec<_> =
+                projects.iter().map(|(k, p)| scope.spawn(move || kill_then_resume(p, upstream, *k))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for ((k, p), (stderr, proxy)) in projects.iter().zip(resumed) {

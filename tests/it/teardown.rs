@@ -3,7 +3,7 @@
 //! `secep:lineage`); `down` killed at any point, then `down` again, too; and a plain `down` never deletes what
 //! another state file of the same stack name made.
 
-use crate::harness::{Aws, Project, Proxy, aws};
+use crate::harness::{Aws, Project, Proxy, aws, emulator};
 use crate::kill::{kill_at, mesh};
 
 /// Everything tagged for the stack, kind by kind, with independent describes: `down::leftovers` and the log group.
@@ -28,13 +28,14 @@ async fn crash_then_down(
     let mut report = Vec::new();
     for batch in positions.chunks(4) {
         let projects: Vec<(usize, Project)> = batch.iter().map(|&k| (k, make(k))).collect();
+        let upstream = &emulator();
         let downs: Vec<crate::harness::Run> = std::thread::scope(|scope| {
             let crash = &crash;
             let handles: Vec<_> = projects
                 .iter()
                 .map(|(k, p)| {
                     scope.spawn(move || {
-                        let proxy = Proxy::start(&["--strict"]);
+                        let proxy = Proxy::start_on(upstream, &["--strict"]);
                         crash(p, &proxy, *k);
                         p.secep_at(&proxy.url, &["down", "--yes", "--delete-logs"])
                     })
