@@ -10,6 +10,7 @@ use secep::aws::{DEFAULT_PARALLELISM, Target};
 use secep::commands::{self, Common, exit};
 use secep::graph::StopFlag;
 use secep::output::Console;
+use secep::state::Location;
 
 /// Deploy a secure microservice topology (VPC, private subnets, Cloud Map, per-service security groups, Fargate)
 /// straight from AWS APIs.
@@ -28,9 +29,10 @@ struct GlobalArgs {
     /// Stack config file (TOML)
     #[arg(short, long, global = true, default_value = "secep.toml", value_name = "FILE")]
     config: PathBuf,
-    /// State file [default: .secep/<stack>.state.json]
-    #[arg(long, global = true, value_name = "FILE")]
-    state: Option<PathBuf>,
+    /// Where the state is: a file, or s3://BUCKET/KEY for a team [default: the config's [state] url, else
+    /// .secep/<stack>.state.json]
+    #[arg(long, global = true, value_name = "PATH|s3://BUCKET/KEY", value_parser = parse_location)]
+    state: Option<Location>,
     /// AWS profile from ~/.aws/config (else AWS_PROFILE or the default chain)
     #[arg(long, global = true)]
     profile: Option<String>,
@@ -43,7 +45,7 @@ struct GlobalArgs {
     /// Attempts per AWS call, retries of throttling and 5xx errors included
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     max_attempts: Option<u32>,
-    /// Break the state lock of a hung secep (only when you are sure it is not running)
+    /// Break the state lock of a hung or dead secep (only when you are sure it is not running)
     #[arg(long, global = true)]
     force_unlock: bool,
     /// Print a machine-readable result on stdout
@@ -109,6 +111,26 @@ enum Command {
         #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_DEPENDENCY_TIMEOUT")]
         dependency_timeout: u64,
     },
+    /// Show or move the state (a local file or an S3 object)
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Where the state is, its stack, lineage, serial, history, encryption and lock holder
+    Show,
+    /// Move the state to another place (a path or s3://BUCKET/KEY) under both locks; the old one is removed once
+    /// the copy reads back the same
+    Migrate {
+        /// Where the state goes
+        #[arg(long, value_name = "PATH|s3://BUCKET/KEY", value_parser = parse_location)]
+        to: Location,
+    },
+}
+
+fn parse_location(text: &str) -> Result<Location, String> {
+    Location::parse(text)
 }
 
 fn main() -> ExitCode {
@@ -129,7 +151,7 @@ async fn run(cli: Cli) -> u8 {
     let g = cli.global;
     let parallelism = match cli.command {
         Command::Up { parallelism, .. } | Command::Down { parallelism, .. } => Some(usize::from(parallelism)),
-        Command::Status | Command::Plan => None,
+        Command::Status | Command::Plan | Command::State(_) => None,
     };
     let common = Common {
         config: g.config,
@@ -169,6 +191,8 @@ async fn run(cli: Cli) -> u8 {
             };
             commands::down::run(&common, &args, &console, &stop).await
         }
+        Command::State(StateCommand::Show) => commands::state::show(&common, &console).await,
+        Command::State(StateCommand::Migrate { to }) => commands::state::migrate(&common, &to, &console).await,
     };
     match result {
         Ok(code) => code,

@@ -51,6 +51,10 @@ pub struct Clients {
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub region: String,
+    /// The shared configuration, for the S3 client of a state bucket (in the bucket's region).
+    pub sdk: aws_config::SdkConfig,
+    /// Calls go to an emulator's endpoint (S3 is then addressed by path: no bucket DNS names there).
+    pub custom_endpoint: bool,
     /// Every call made through these clients.
     pub calls: Arc<CallCounts>,
     /// How many calls may be in flight at once, per service; every answer from AWS moves them (see [`Window`]).
@@ -135,9 +139,24 @@ impl Clients {
             iam: client!(aws_sdk_iam, "iam"),
             logs: client!(aws_sdk_cloudwatchlogs, "logs"),
             region,
+            custom_endpoint: target.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            sdk: conf,
             calls,
             windows,
         })
+    }
+
+    /// An S3 client in `region` (a state bucket's), counted like the others.
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let counter = calls::CallCounter { counts: self.calls.clone(), windows: self.windows.clone(), service: "s3" };
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .region(Region::new(region.to_string()))
+                .force_path_style(self.custom_endpoint)
+                .retry_partition(retry_partition("s3"))
+                .interceptor(counter)
+                .build(),
+        )
     }
 }
 

@@ -26,7 +26,7 @@ pub struct DownArgs {
 
 pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
-    let Opened { config, clients, state, lock } = open(common, console, true).await?;
+    let Opened { config, clients, state, lock } = open(common, console, Some("down")).await?;
     let stack = config.stack.name.clone();
     let live = engine::teardown_read(&config, &state, &clients).await?;
     let plan = diff::teardown(&state, &live, args.adopt, args.delete_logs);
@@ -63,7 +63,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         );
     }
     let region = clients.region.clone();
-    let state_path = state.path().to_path_buf();
+    let state_path = state.location();
 
     let ctx;
     let mut rows = Vec::new();
@@ -76,7 +76,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
                 "; if its resources were created without a state file, `secep down --adopt` finds them by their secep:stack={stack} tag"
             )
         };
-        console.status("Nothing", format!("to delete: {} records no resources{hint}", state_path.display()));
+        console.status("Nothing", format!("to delete: {} records no resources{hint}", state_path));
         ctx = engine::context(clients, &stack, state, args.operation_timeout, args.dependency_timeout, &live, stop);
     } else {
         if to_delete > 0 {
@@ -129,15 +129,11 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         ));
     }
     let walk_failed = n.failed + n.skipped > 0;
-    let everything_gone = {
-        let mut state = ctx.state.lock();
-        // A failed delete of a resource no record names keeps the file: its lineage is how the next `down` finds it.
-        let gone = state.nodes().is_empty() && !walk_failed;
-        if gone {
-            state.remove_file()?;
-        }
-        gone
-    };
+    // A failed delete of a resource no record names keeps the state: its lineage is how the next `down` finds it.
+    let everything_gone = ctx.state.lock().nodes().is_empty() && !walk_failed;
+    if everything_gone {
+        ctx.state.remove().await?;
+    }
     let api = ctx.clients.calls.summary();
     let elapsed = started.elapsed();
     let secs = elapsed.as_secs_f64();
@@ -154,10 +150,7 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
             if !everything_gone {
                 console.status(
                     "",
-                    format!(
-                        "{} still records what is left; fix the cause and re-run `secep down`",
-                        state_path.display()
-                    ),
+                    format!("{} still records what is left; fix the cause and re-run `secep down`", state_path),
                 );
             }
         }
@@ -175,11 +168,8 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
         nodes: rows,
     });
     if let Some(lock) = lock {
-        lock.release();
-    }
-    if everything_gone {
-        // Nothing is left to guard; a later `up` starts a new lifecycle with a new lock file.
-        let _ = std::fs::remove_file(crate::state::lock_path(&state_path));
+        // With the state gone, nothing is left to guard; a later `up` starts a new lifecycle with a new lock.
+        lock.release(everything_gone).await;
     }
     Ok(if stop.is_stopped() {
         exit::INTERRUPTED

@@ -26,13 +26,13 @@ struct Inspection {
 }
 
 async fn inspect(common: &Common, console: &Console) -> Result<Inspection> {
-    let Opened { config, clients, state, .. } = open(common, console, false).await?;
+    let Opened { config, clients, state, .. } = open(common, console, None).await?;
     let (nodes, live) = desired_and_live(&config, &state, &clients).await?;
     let statuses = diff(&nodes, &state, &live)?;
     let audit = audit(&config, &live);
     Ok(Inspection {
         region: clients.region.clone(),
-        state_file: state.path().display().to_string(),
+        state_file: state.location().to_string(),
         calls: clients.calls.summary(),
         clients,
         config,

@@ -2,6 +2,7 @@
 
 pub mod down;
 pub mod inspect;
+pub mod state;
 pub mod up;
 
 use std::path::PathBuf;
@@ -11,13 +12,14 @@ use anyhow::Result;
 use crate::aws::{Clients, Target};
 use crate::config::Config;
 use crate::output::Console;
-use crate::state::{self, StateFile, StateLock};
+use crate::state::{Location, StateFile, StateLock, Store, default_path};
 
 /// The flags every command shares.
 #[derive(Debug, Clone)]
 pub struct Common {
     pub config: PathBuf,
-    pub state: Option<PathBuf>,
+    /// `--state`: a path or `s3://BUCKET/KEY` (else the config's `[state] url`, else the local default).
+    pub state: Option<Location>,
     pub target: Target,
     /// Break a lock held by a hung secep.
     pub force_unlock: bool,
@@ -43,22 +45,38 @@ pub struct Opened {
     pub lock: Option<StateLock>,
 }
 
-/// `lock`: take the state's exclusive lock (commands that change the stack), before anything is read.
-pub async fn open(common: &Common, console: &Console, lock: bool) -> Result<Opened> {
+/// `lock`: take the state's exclusive lock (commands that change the stack, named by `operation`), before anything
+/// is read.
+pub async fn open(common: &Common, console: &Console, lock: Option<&str>) -> Result<Opened> {
     let config = Config::load(&common.config)?;
     let mut target = common.target.clone();
     if target.region.is_none() {
         target.region = config.stack.region.clone();
     }
     let clients = Clients::connect(&target).await?;
-    let path = common.state.clone().unwrap_or_else(|| state::default_path(&config.stack.name));
-    let lock = if lock { Some(StateLock::acquire(&path, common.force_unlock)?) } else { None };
-    if let Some((pid, age)) = lock.as_ref().and_then(|l| l.stale) {
-        console.warn(format!(
-            "the previous run on this stack (pid {pid}, started {age}s ago) ended without finishing; what it created is recorded, and this run continues from there"
-        ));
+    let store = connect_state(common, &config, &clients).await?;
+    let lock = match lock {
+        Some(operation) => Some(store.lock(operation, common.force_unlock).await?),
+        None => None,
+    };
+    if let Some(notice) = lock.as_ref().and_then(|l| l.notice.as_ref()) {
+        console.warn(notice);
     }
-    let state = StateFile::open(&path, &config.stack.name, &clients.region)?;
-    tracing::debug!(state = %path.display(), region = %clients.region, "opened");
+    let state = StateFile::load(store, &config.stack.name, &clients.region).await?;
+    tracing::debug!(state = %state.location(), region = %clients.region, "opened");
     Ok(Opened { config, clients, state, lock })
+}
+
+/// Where this run's state is: `--state`, else the config's `[state] url`, else `.secep/<stack>.state.json`.
+pub fn state_location(common: &Common, config: &Config) -> Location {
+    common
+        .state
+        .clone()
+        .or_else(|| config.state.url.clone())
+        .unwrap_or_else(|| Location::Local(default_path(&config.stack.name)))
+}
+
+pub async fn connect_state(common: &Common, config: &Config, clients: &Clients) -> Result<Store> {
+    let at = state_location(common, config);
+    Ok(Store::connect(&at, clients, config.state.kms_key_id.as_deref()).await?)
 }

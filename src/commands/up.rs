@@ -34,7 +34,7 @@ pub struct UpArgs {
 
 pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopFlag) -> Result<u8> {
     let started = Instant::now();
-    let Opened { config, clients, mut state, lock } = open(common, console, true).await?;
+    let Opened { config, clients, mut state, lock } = open(common, console, Some("up")).await?;
     console.status(
         "Deploying",
         format!("stack {} to {} (config {})", config.stack.name, clients.region, config.path.display()),
@@ -69,9 +69,9 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         .collect();
     let dropped: Vec<NodeId> = statuses.iter().filter(|s| s.action == Action::Delete).map(|s| s.node.clone()).collect();
 
-    let state_path = state.path().to_path_buf();
+    let state_path = state.location();
     // On disk before the first change, so that whatever this run makes carries a lineage a later `down` can find.
-    state.begin()?;
+    state.begin().await?;
     let ctx = engine::context(
         clients,
         &config.stack.name,
@@ -139,7 +139,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
         stop,
     );
     if let Some(lock) = lock {
-        lock.release();
+        lock.release(false).await;
     }
     code
 }
@@ -191,7 +191,7 @@ fn take_other_lineages(statuses: &mut [NodeStatus], adopt: bool, state: &StateFi
     if !foreign.is_empty() && !adopt {
         bail!(
             "stack `{stack}` already has resources that another state file made (this one, {}, is secep:lineage={}):\n{}\n  hint: nothing was changed; run with the state file that made them (--state), or give this copy another [stack] name; `secep up --adopt` takes them over into this state file",
-            state.path().display(),
+            state.location(),
             state.nonce(),
             foreign.join("\n")
         );
@@ -296,7 +296,7 @@ fn report(
     revoked: usize,
     removed: usize,
     removal_failures: usize,
-    state_path: &std::path::Path,
+    state_path: &crate::state::Location,
     started: Instant,
     console: &Console,
     stop: &StopFlag,
@@ -354,7 +354,7 @@ fn report(
             "",
             format!(
                 "everything is recorded in {}; fix the cause above (the image, its registry, the egress mode) and re-run `secep up`",
-                state_path.display()
+                state_path
             ),
         );
     } else if !ok {
@@ -367,10 +367,7 @@ fn report(
         );
         console.status(
             "",
-            format!(
-                "what was created is recorded in {}; fix the cause and re-run `secep up` to continue",
-                state_path.display()
-            ),
+            format!("what was created is recorded in {}; fix the cause and re-run `secep up` to continue", state_path),
         );
     } else if n.created + n.updated + n.revoked + n.deleted + n.adopted == 0 {
         console.status(
@@ -391,7 +388,7 @@ fn report(
         .map(|(count, what)| format!("{count} {what}"))
         .collect();
         console.status("Deployed", format!("{} in {secs:.2}s ({cost})", parts.join(", ")));
-        console.status("State", state_path.display());
+        console.status("State", state_path);
     }
     if ok {
         let mut table = String::from("Service endpoints (reachable only from their declared callers):");
@@ -418,7 +415,7 @@ fn report(
         command: "up",
         stack: config.stack.name.clone(),
         region: ctx.clients.region.clone(),
-        state_file: state_path.display().to_string(),
+        state_file: state_path.to_string(),
         ok,
         summary: n,
         seconds: report::seconds(elapsed),

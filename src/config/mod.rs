@@ -34,6 +34,7 @@ pub struct Config {
     pub network: Network,
     pub namespace: Namespace,
     pub logs: Logs,
+    pub state: StateConfig,
     /// Keyed and ordered by service name.
     pub services: BTreeMap<String, Service>,
 }
@@ -78,6 +79,15 @@ pub enum NatGateways {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logs {
     pub retention_days: u32,
+}
+
+/// `[state]`: where the state lives when `--state` does not say (default: a local file under `.secep/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateConfig {
+    /// `s3://BUCKET/KEY` or a local path.
+    pub url: Option<crate::state::Location>,
+    /// SSE-KMS key (id, ARN or alias) for an S3 state; SSE-S3 without it.
+    pub kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +309,30 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         s.finish(&["retention_days"], problems);
     }
 
+    let mut state = StateConfig::default();
+    if let Some(mut s) = root.table("state", problems) {
+        if let Some(url) = s.string("url", problems) {
+            match crate::state::Location::parse(&url.value) {
+                Ok(location) => state.url = Some(location),
+                Err(why) => problems.add("state.url", url.span, why),
+            }
+        }
+        if let Some(key) = s.string("kms_key_id", problems) {
+            if key.value.trim().is_empty() {
+                problems.add(
+                    "state.kms_key_id",
+                    key.span,
+                    "is empty: give a KMS key id, ARN or alias, or leave it out for SSE-S3",
+                );
+            } else if matches!(state.url, Some(crate::state::Location::Local(_))) {
+                problems.add("state.kms_key_id", key.span, "only applies to an S3 state, and `url` is a local path");
+            } else {
+                state.kms_key_id = Some(key.value);
+            }
+        }
+        s.finish(&["url", "kms_key_id"], problems);
+    }
+
     let (ns_name, ns_ttl) = match root.table("namespace", problems) {
         Some(mut s) => {
             let name = required(s.string("name", problems), &s, "name", problems);
@@ -334,7 +368,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         }
         None => missing(&root, "services", "declare at least one [services.<name>] table", problems),
     }
-    root.finish(&["stack", "network", "namespace", "logs", "services"], problems);
+    root.finish(&["stack", "network", "namespace", "logs", "state", "services"], problems);
 
     let cidr_value = cidr.as_ref().and_then(|c| validate::parse_cidr("network.cidr", c, problems));
     let max_azs_value = match &max_azs {
@@ -406,6 +440,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
             dns_ttl: dns_ttl.unwrap_or(DEFAULT_DNS_TTL),
         },
         logs: Logs { retention_days },
+        state,
         services,
     };
     // Spans the semantic checks need, kept beside the model so the model itself stays plain data. A `None` span

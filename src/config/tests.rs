@@ -86,3 +86,18 @@ fn only_private_ecr_images_count_as_pullable_without_nat() {
         assert!(!pullable_inside_vpc(public), "{public}");
     }
 }
+
+#[test]
+fn the_state_table_takes_an_s3_url_and_a_kms_key_and_refuses_a_malformed_one() {
+    let c = parse(&format!("{SEED}\n[state]\nurl = \"s3://team-state/prod.json\"\nkms_key_id = \"alias/secep\"\n"))
+        .unwrap();
+    assert_eq!(c.state.url.unwrap().to_string(), "s3://team-state/prod.json");
+    assert_eq!(c.state.kms_key_id.as_deref(), Some("alias/secep"));
+    assert_eq!(parse(SEED).unwrap().state, StateConfig::default(), "local by default");
+
+    let err = parse(&format!("{SEED}\n[state]\nurl = \"s3://Team/\"\nbucket = \"x\"\n")).unwrap_err().to_string();
+    assert!(err.contains("state.url") && err.contains("not an S3 bucket name"), "{err}");
+    assert!(err.contains("bucket"), "unknown keys are named too: {err}");
+    let err = parse(&format!("{SEED}\n[state]\nurl = \"state.json\"\nkms_key_id = \"k\"\n")).unwrap_err().to_string();
+    assert!(err.contains("state.kms_key_id") && err.contains("only applies to an S3 state"), "{err}");
+}

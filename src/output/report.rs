@@ -206,3 +206,28 @@ pub struct PlanSummary {
     pub unchanged: usize,
     pub unsupported: usize,
 }
+
+#[derive(Debug, Serialize)]
+pub struct StateReport {
+    pub command: &'static str,
+    pub location: String,
+    pub exists: bool,
+    pub stack: String,
+    pub region: String,
+    pub lineage: String,
+    pub serial: u64,
+    pub resources: usize,
+    /// For an S3 state: the bucket's region, history (versioning or KEY.bak), ETag, version id, encryption.
+    pub details: std::collections::BTreeMap<String, String>,
+    pub lock_holder: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MigrateReport {
+    pub command: &'static str,
+    pub stack: String,
+    pub from: String,
+    pub to: String,
+    pub resources: usize,
+    pub lineage: String,
+}

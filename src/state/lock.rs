@@ -1,19 +1,30 @@
-//! An exclusive advisory lock on a state file, held for the whole of a state-changing command. The lock file names
-//! its holder (pid, start time), so a second run can say who is busy, and a run can tell that the previous one died.
+//! The state's exclusive lock, held for the whole of a state-changing command.
+//! - A local state: an advisory lock (flock) on `<state>.lock`, which names its holder (pid, start time), so a second
+//!   run can say who is busy, and a run can tell that the previous one died (the operating system releases the lock
+//!   of a dead process; its name stays in the file).
+//! - An S3 state: the object `KEY.lock` (see `s3`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::StateError;
+use super::s3::{S3Lock, S3Store};
+use super::{Location, StateError};
 
-/// Held until dropped; the operating system releases it if the process dies.
+/// Held until released or dropped.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
-    /// Set when the previous holder died without finishing: (pid, seconds since its start).
-    pub stale: Option<(u32, u64)>,
+    held: Held,
+    /// What the user should know about the lock's previous holder: it died without finishing, or its lock was
+    /// broken with --force-unlock.
+    pub notice: Option<String>,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(FileLock),
+    S3(S3Lock),
 }
 
 pub fn lock_path(state: &Path) -> PathBuf {
@@ -23,13 +34,70 @@ pub fn lock_path(state: &Path) -> PathBuf {
 }
 
 impl StateLock {
-    /// Takes the lock or fails at once, naming the holder. `force` breaks a lock held by a hung process (the lock
-    /// file is replaced, so the old holder keeps a lock on a file nobody uses any more).
-    pub fn acquire(state: &Path, force: bool) -> Result<StateLock, StateError> {
+    pub(super) fn local(state: &Path, force: bool) -> Result<StateLock, StateError> {
+        let (lock, stale) = FileLock::acquire(state, force)?;
+        let notice = stale.map(|(pid, age)| {
+            format!(
+                "the previous run on this stack (pid {pid}, started {age}s ago) ended without finishing; what it created is recorded, and this run continues from there"
+            )
+        });
+        Ok(StateLock { held: Held::File(lock), notice })
+    }
+
+    pub(super) async fn s3(store: &S3Store, operation: &str, force: bool) -> Result<StateLock, StateError> {
+        let (lock, broken) = store.lock(operation, force).await?;
+        let notice = broken.map(|holder| {
+            format!(
+                "broke the lock of {holder}; what that run created is recorded or carries this state's lineage, and this run continues from there"
+            )
+        });
+        Ok(StateLock { held: Held::S3(lock), notice })
+    }
+
+    /// Who holds a local state's lock, without taking it (`state show`).
+    pub fn local_holder(state: &Path) -> Option<String> {
         let path = lock_path(state);
-        let err = |e: std::io::Error| StateError::Write { path: path.clone(), reason: e.to_string() };
+        let mut file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => Some(describe(&text)),
+            _ => parse(&text).map(|(pid, _)| format!("not held; its last holder, pid {pid}, ended without finishing")),
+        }
+    }
+
+    /// Ends the lock. `forget`: the state is gone too, so a local lock file goes with it (a later `up` starts a new
+    /// lifecycle with a new one).
+    pub async fn release(self, forget: bool) {
+        match self.held {
+            Held::File(lock) => {
+                let path = lock.path.clone();
+                drop(lock);
+                if forget {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Held::S3(lock) => lock.release().await,
+        }
+    }
+}
+
+/// The local lock file, locked.
+#[derive(Debug)]
+struct FileLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Takes the lock or fails at once, naming the holder; also returns a previous holder that died: (pid, seconds
+    /// since its start). `force` breaks a lock held by a hung process (the lock file is replaced, so the old holder
+    /// keeps a lock on a file nobody uses any more).
+    fn acquire(state: &Path, force: bool) -> Result<(FileLock, Option<(u32, u64)>), StateError> {
+        let path = lock_path(state);
+        let err = |e: std::io::Error| StateError::Write { at: Location::local(&path), reason: e.to_string() };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            super::create_private_dir(dir).map_err(err)?;
+            super::local::create_private_dir(dir).map_err(err)?;
         }
         if force {
             let _ = std::fs::remove_file(&path);
@@ -40,7 +108,7 @@ impl StateLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(StateError::Locked { path, holder: describe(&holder) });
+                return Err(StateError::Locked { at: Location::local(&path), holder: describe(&holder) });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
         }
@@ -51,17 +119,15 @@ impl StateLock {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         file.set_len(0).and_then(|()| file.rewind()).map_err(err)?;
         writeln!(file, "pid={} started={now}", std::process::id()).and_then(|()| file.sync_all()).map_err(err)?;
-        Ok(StateLock { _file: file, stale: stale.map(|(pid, started)| (pid, now.saturating_sub(started))) })
+        let stale = stale.map(|(pid, started)| (pid, now.saturating_sub(started)));
+        Ok((FileLock { file, path }, stale))
     }
-
-    /// Marks a clean finish, so the next run does not report this one as dead (dropping the lock does the same).
-    pub fn release(self) {}
 }
 
 /// A run that ends, even with an error, ends cleanly: only a killed process leaves its name in the lock file.
-impl Drop for StateLock {
+impl Drop for FileLock {
     fn drop(&mut self) {
-        let _ = self._file.set_len(0);
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -101,12 +167,12 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_ones_pid() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.state.json");
-        let first = StateLock::acquire(&state, false).unwrap();
-        let second = StateLock::acquire(&state, false).unwrap_err().to_string();
+        let first = FileLock::acquire(&state, false).unwrap();
+        let second = FileLock::acquire(&state, false).unwrap_err().to_string();
         assert!(second.contains(&format!("pid {}", std::process::id())), "{second}");
-        first.release();
-        let third = StateLock::acquire(&state, false).unwrap();
-        assert!(third.stale.is_none(), "a released lock is not stale");
+        drop(first);
+        let (_third, stale) = FileLock::acquire(&state, false).unwrap();
+        assert!(stale.is_none(), "a released lock is not stale");
     }
 
     #[test]
@@ -114,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.state.json");
         std::fs::write(lock_path(&state), "pid=999999 started=1\n").unwrap();
-        let lock = StateLock::acquire(&state, false).unwrap();
-        assert_eq!(lock.stale.map(|(pid, _)| pid), Some(999999));
+        let (_lock, stale) = FileLock::acquire(&state, false).unwrap();
+        assert_eq!(stale.map(|(pid, _)| pid), Some(999999));
     }
 }

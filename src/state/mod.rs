@@ -1,18 +1,27 @@
-//! The local record of what secep created: for each node, its AWS id/ARN and the digest of the spec it was created
-//! from. Written atomically (temp file, fsync, rename, fsync of the folder) after every change, mode 0600; changes
-//! made while a write is in flight share the next one (see `SharedState`).
+//! The record of what secep created: for each node, its AWS id/ARN and the digest of the spec it was created from.
+//! It lives in a local file (the default; see `local`) or in S3 for a team (see `s3`), and is written after every
+//! change; changes made while a write is in flight share the next one (see `SharedState`).
 
+mod local;
+mod location;
 mod lock;
+mod s3;
 mod shared;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aws::Clients;
 use crate::model::NodeId;
+
+pub use local::backup_path;
+pub use location::Location;
+pub use lock::StateLock;
+pub use s3::S3Store;
+pub use shared::SharedState;
 
 /// Bumped when the layout changes incompatibly; older secep refuses newer files instead of misreading them.
 pub const FORMAT_VERSION: u32 = 1;
@@ -27,6 +36,9 @@ pub struct StateDoc {
     /// re-created stack never replays the tokens of a deleted one.
     #[serde(default)]
     pub nonce: String,
+    /// How many times the state was written in this lifecycle (as Terraform's `serial`): shows a change at a glance.
+    #[serde(default)]
+    pub serial: u64,
     pub nodes: BTreeMap<NodeId, Record>,
     /// How many times each node was forgotten (deleted) in this lifecycle: a node created again gets new
     /// idempotency tokens, never the ones of the resource it follows.
@@ -45,49 +57,113 @@ pub struct Record {
     pub digest: String,
 }
 
+/// The README's list of what the S3 state needs, for the hints.
+const S3_ACTIONS: &str = "s3:GetObject, s3:PutObject and s3:DeleteObject on the key and on KEY.lock and KEY.bak and s3:GetBucketLocation on the bucket";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot read state file {}: {reason}", path.display())]
-    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot read state {at}: {reason}")]
+    Unreadable { at: Location, reason: String },
     #[error(
-        "state file {} is not valid: {reason}\n  hint: nothing was changed; restore the file from a backup or version control, or move it away and run `secep down --adopt` to find the stack's resources by tag",
-        path.display()
+        "state {at} is not valid: {reason}\n  hint: nothing was changed; restore it from a backup or version control ({at}.bak, or an older version of the S3 object), or move it away and run `secep down --adopt` to find the stack's resources by tag"
     )]
-    Invalid { path: PathBuf, reason: String },
+    Invalid { at: Location, reason: String },
     #[error(
-        "state file {} has format version {found}, but this secep understands up to {FORMAT_VERSION}\n  hint: use the newer secep that wrote it",
-        path.display()
+        "state {at} has format version {found}, but this secep understands up to {FORMAT_VERSION}\n  hint: use the newer secep that wrote it"
     )]
-    FutureVersion { path: PathBuf, found: u32 },
+    FutureVersion { at: Location, found: u32 },
     #[error(
-        "state file {} belongs to stack `{found}`, not `{expected}`\n  hint: pass the right file with --state, or the config of stack `{found}` with -c",
-        path.display()
+        "state {at} belongs to stack `{found}`, not `{expected}`\n  hint: pass the right state with --state, or the config of stack `{found}` with -c"
     )]
-    OtherStack { path: PathBuf, found: String, expected: String },
+    OtherStack { at: Location, found: String, expected: String },
     #[error(
-        "state file {} records stack `{stack}` in region {recorded}, but this run targets {requested}\n  hint: pass --region {recorded}, or use another --state file for a second copy of the stack",
-        path.display()
+        "state {at} records stack `{stack}` in region {recorded}, but this run targets {requested}\n  hint: pass --region {recorded}, or use another --state for a second copy of the stack"
     )]
-    OtherRegion { path: PathBuf, stack: String, recorded: String, requested: String },
-    #[error("cannot write state file {}: {reason}", path.display())]
-    Write { path: PathBuf, reason: String },
+    OtherRegion { at: Location, stack: String, recorded: String, requested: String },
+    #[error("cannot write state {at}: {reason}")]
+    Write { at: Location, reason: String },
     #[error(
-        "another secep is working on this stack ({holder}): {} is locked\n  hint: wait for it to finish; if that process hangs, stop it, or pass --force-unlock",
-        path.display()
+        "another secep is working on this stack ({holder}): {at} is held\n  hint: wait for it to finish; if it hangs, stop it; if it died (killed, its machine lost), pass --force-unlock"
     )]
-    Locked { path: PathBuf, holder: String },
+    Locked { at: Location, holder: String },
+    #[error(
+        "{at} was {} by someone else since this run read it (a run whose lock was broken, or a hand edit): nothing was overwritten\n  hint: what this run made is tagged with the state's lineage; look at it with `secep state show`, then run again: the next run reads the new version and finds what this one made",
+        if *created { "created" } else { "changed" }
+    )]
+    Changed { at: Location, created: bool },
+    #[error(
+        "the S3 bucket of state {at} does not exist, or these credentials cannot see it\n  hint: check the bucket name in --state / [state] url, or create it (README, \"Team state in S3\")"
+    )]
+    NoBucket { at: Location },
+    #[error("access denied: {action} on {at} ({reason})\n  hint: the S3 state needs {S3_ACTIONS}")]
+    Denied { action: String, at: Location, reason: String },
+    #[error("{action} on {at} failed: {reason}")]
+    S3 { action: String, at: Location, reason: String },
 }
 
-/// The state file on disk and its content in memory.
+/// Where the state is kept, and how it is read and written there.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Local(PathBuf),
+    S3(Arc<S3Store>),
+}
+
+impl Store {
+    /// Connects to the state's location (for S3: finds the bucket's region).
+    pub async fn connect(at: &Location, clients: &Clients, kms_key_id: Option<&str>) -> Result<Store, StateError> {
+        Ok(match at {
+            Location::Local(path) => Store::Local(path.clone()),
+            Location::S3 { bucket, key } => {
+                Store::S3(Arc::new(S3Store::connect(clients, bucket, key, kms_key_id.map(str::to_string)).await?))
+            }
+        })
+    }
+
+    pub fn location(&self) -> Location {
+        match self {
+            Store::Local(path) => Location::Local(path.clone()),
+            Store::S3(s3) => s3.location(),
+        }
+    }
+
+    async fn read(&self) -> Result<Option<Vec<u8>>, StateError> {
+        match self {
+            Store::Local(path) => local::read(path),
+            Store::S3(s3) => s3.read().await,
+        }
+    }
+
+    /// A local write has no await in it: written on this thread, a dropped future cannot cut it short.
+    async fn write(&self, json: &[u8]) -> Result<(), StateError> {
+        match self {
+            Store::Local(path) => local::write(path, json),
+            Store::S3(s3) => s3.write(json).await,
+        }
+    }
+
+    async fn remove(&self) -> Result<(), StateError> {
+        match self {
+            Store::Local(path) => local::remove(path),
+            Store::S3(s3) => s3.remove().await,
+        }
+    }
+
+    /// The state's exclusive lock, for a command that changes the stack (`operation` names it to others).
+    pub async fn lock(&self, operation: &str, force: bool) -> Result<StateLock, StateError> {
+        match self {
+            Store::Local(path) => StateLock::local(path, force),
+            Store::S3(s3) => StateLock::s3(s3, operation, force).await,
+        }
+    }
+}
+
+/// The state and its content in memory.
 #[derive(Debug)]
 pub struct StateFile {
-    path: PathBuf,
+    store: Store,
     doc: StateDoc,
     on_disk: bool,
 }
-
-pub use lock::{StateLock, lock_path};
-pub use shared::SharedState;
 
 /// The default location: `.secep/<stack>.state.json` under the working directory.
 pub fn default_path(stack: &str) -> PathBuf {
@@ -95,64 +171,66 @@ pub fn default_path(stack: &str) -> PathBuf {
 }
 
 impl StateFile {
-    /// Loads the file, or starts an empty state (not yet written) when there is none.
+    /// Loads a local state file, or starts an empty state (not yet written) when there is none.
     pub fn open(path: &Path, stack: &str, region: &str) -> Result<StateFile, StateError> {
-        let doc = match Self::read(path)? {
-            Some(doc) => doc,
-            None => {
-                let doc = StateDoc {
-                    format_version: FORMAT_VERSION,
-                    stack: stack.into(),
-                    region: region.into(),
-                    nonce: new_nonce(stack),
-                    nodes: BTreeMap::new(),
-                    generations: BTreeMap::new(),
-                };
-                return Ok(StateFile { path: path.to_path_buf(), doc, on_disk: false });
-            }
+        let bytes = local::read(path)?;
+        StateFile::from_bytes(Store::Local(path.to_path_buf()), bytes, stack, region)
+    }
+
+    /// Loads the state from its store, or starts an empty one (not yet written) when there is none.
+    pub async fn load(store: Store, stack: &str, region: &str) -> Result<StateFile, StateError> {
+        let bytes = store.read().await?;
+        StateFile::from_bytes(store, bytes, stack, region)
+    }
+
+    fn from_bytes(store: Store, bytes: Option<Vec<u8>>, stack: &str, region: &str) -> Result<StateFile, StateError> {
+        let at = store.location();
+        let Some(bytes) = bytes else {
+            let doc = StateDoc {
+                format_version: FORMAT_VERSION,
+                stack: stack.into(),
+                region: region.into(),
+                nonce: new_nonce(stack),
+                serial: 0,
+                nodes: BTreeMap::new(),
+                generations: BTreeMap::new(),
+            };
+            return Ok(StateFile { store, doc, on_disk: false });
         };
+        let mut doc = parse(&at, &bytes)?;
         if doc.stack != stack {
-            return Err(StateError::OtherStack { path: path.into(), found: doc.stack, expected: stack.into() });
+            return Err(StateError::OtherStack { at, found: doc.stack, expected: stack.into() });
         }
         if doc.region != region {
             return Err(StateError::OtherRegion {
-                path: path.into(),
+                at,
                 stack: doc.stack,
                 recorded: doc.region,
                 requested: region.into(),
             });
         }
-        let mut doc = doc;
         if doc.nonce.is_empty() {
             // Written by a release before lineages: this lifecycle gets one from now on.
             doc.nonce = new_nonce(stack);
         }
-        Ok(StateFile { path: path.to_path_buf(), doc, on_disk: true })
+        Ok(StateFile { store, doc, on_disk: true })
     }
 
-    /// Reads and checks a state file without binding it to a stack; `None` when the file does not exist.
+    /// Reads and checks a local state file without binding it to a stack; `None` when the file does not exist.
     pub fn read(path: &Path) -> Result<Option<StateDoc>, StateError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StateError::Unreadable { path: path.into(), reason: e.to_string() }),
-        };
-        // Read the version first, so a newer layout is reported as such and not as garbage.
-        #[derive(Deserialize)]
-        struct Version {
-            format_version: u32,
-        }
-        let invalid = |e: serde_json::Error| StateError::Invalid { path: path.into(), reason: e.to_string() };
-        let version: Version = serde_json::from_str(&text).map_err(invalid)?;
-        if version.format_version > FORMAT_VERSION {
-            return Err(StateError::FutureVersion { path: path.into(), found: version.format_version });
-        }
-        let doc: StateDoc = serde_json::from_str(&text).map_err(invalid)?;
-        Ok(Some(doc))
+        local::read(path)?.map(|bytes| parse(&Location::local(path), &bytes)).transpose()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> Location {
+        self.store.location()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn doc(&self) -> &StateDoc {
+        &self.doc
     }
 
     pub fn exists_on_disk(&self) -> bool {
@@ -173,46 +251,52 @@ impl StateFile {
         self.doc.generations.get(node).copied().unwrap_or(0)
     }
 
-    /// Writes the file, even with nothing recorded yet, before a run's first change: what that change makes
+    /// Writes the state, even with nothing recorded yet, before a run's first change: what that change makes
     /// carries this lifecycle's lineage, which a later `down` then finds even if the run dies before recording it.
-    pub fn begin(&mut self) -> Result<(), StateError> {
-        if self.on_disk { Ok(()) } else { self.save() }
+    pub async fn begin(&mut self) -> Result<(), StateError> {
+        if self.on_disk { Ok(()) } else { self.save().await }
+    }
+
+    /// Writes this content to the store as it is (a migration's copy; the store must hold no state yet).
+    pub async fn save(&mut self) -> Result<(), StateError> {
+        self.snapshot().write().await?;
+        self.on_disk = true;
+        Ok(())
+    }
+
+    /// The same state in another store (a migration), not yet written there.
+    pub fn moved_to(&self, store: Store) -> StateFile {
+        StateFile { store, doc: self.doc.clone(), on_disk: false }
     }
 
     pub fn nodes(&self) -> &BTreeMap<NodeId, Record> {
         &self.doc.nodes
     }
 
-    /// Records a node and writes the file before returning.
+    /// Records a node and writes a local file before returning (unit tests; a run records through `SharedState`).
+    #[cfg(test)]
     pub fn record(&mut self, node: &NodeId, record: Record) -> Result<(), StateError> {
         self.set(node, record);
-        self.save()
-    }
-
-    /// Removes the file (and its backup); only once every recorded resource is gone.
-    pub fn remove_file(&mut self) -> Result<(), StateError> {
-        let _ = fs::remove_file(backup_path(&self.path));
-        match fs::remove_file(&self.path) {
-            Ok(()) => {
-                self.on_disk = false;
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError::Write { path: self.path.clone(), reason: e.to_string() }),
-        }
-    }
-
-    fn save(&mut self) -> Result<(), StateError> {
-        self.snapshot().write()?;
+        let snapshot = self.snapshot();
+        let Store::Local(path) = &snapshot.store else { panic!("record() is for local test states") };
+        local::write(path, &snapshot.json)?;
         self.on_disk = true;
         Ok(())
     }
 
-    /// The file's next content, taken under the lock and written outside it (see `SharedState`).
-    fn snapshot(&self) -> Snapshot {
+    /// Removes the state (and its backup); only once every recorded resource is gone.
+    pub async fn remove(&mut self) -> Result<(), StateError> {
+        self.store.remove().await?;
+        self.on_disk = false;
+        Ok(())
+    }
+
+    /// The state's next content, taken under the lock and written outside it (see `SharedState`).
+    fn snapshot(&mut self) -> Snapshot {
+        self.doc.serial += 1;
         let mut json = serde_json::to_vec_pretty(&self.doc).expect("state always serialises");
         json.push(b'\n');
-        Snapshot { path: self.path.clone(), json }
+        Snapshot { store: self.store.clone(), json }
     }
 
     /// Changes memory only; `SharedState` writes it.
@@ -229,29 +313,30 @@ impl StateFile {
     }
 }
 
-/// One version of the state file, ready to be written.
+/// Checks and reads a state's bytes.
+fn parse(at: &Location, bytes: &[u8]) -> Result<StateDoc, StateError> {
+    // Read the version first, so a newer layout is reported as such and not as garbage.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let invalid = |e: serde_json::Error| StateError::Invalid { at: at.clone(), reason: e.to_string() };
+    let version: Version = serde_json::from_slice(bytes).map_err(invalid)?;
+    if version.format_version > FORMAT_VERSION {
+        return Err(StateError::FutureVersion { at: at.clone(), found: version.format_version });
+    }
+    serde_json::from_slice(bytes).map_err(invalid)
+}
+
+/// One version of the state, ready to be written.
 struct Snapshot {
-    path: PathBuf,
+    store: Store,
     json: Vec<u8>,
 }
 
 impl Snapshot {
-    fn write(&self) -> Result<(), StateError> {
-        let err = |e: std::io::Error| StateError::Write { path: self.path.clone(), reason: e.to_string() };
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        create_private_dir(&dir).map_err(err)?;
-        // tempfile creates the file with mode 0600, so the state is never readable by others, even briefly.
-        let mut tmp = tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").tempfile_in(&dir).map_err(err)?;
-        tmp.write_all(&self.json).map_err(err)?;
-        tmp.as_file().sync_all().map_err(err)?;
-        keep_backup(&self.path, &dir).map_err(err)?;
-        tmp.persist(&self.path).map_err(|e| err(e.error))?;
-        // Make the rename itself durable.
-        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(err)?;
-        Ok(())
+    async fn write(&self) -> Result<(), StateError> {
+        self.store.write(&self.json).await
     }
 }
 
@@ -264,46 +349,10 @@ fn new_nonce(stack: &str) -> String {
     Sha256::digest(seed.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The previous version, kept as `<state>.bak` (itself written atomically) before each write: a hand edit or a bug
-/// never costs more than the last write.
-fn keep_backup(path: &Path, dir: &Path) -> std::io::Result<()> {
-    let temp = || tempfile::Builder::new().prefix(".secep-state-").suffix(".tmp").to_owned();
-    // A hard link to the previous version: nothing to copy or fsync (that version is on disk already, and it is
-    // never changed in place), and the folder's fsync after the main rename makes this rename durable too.
-    match temp().make_in(dir, |link| fs::hard_link(path, link)) {
-        Ok(link) => return link.persist(backup_path(path)).map(|_| ()).map_err(|e| e.error),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(_) => {} // a file system without hard links: copy
-    }
-    let previous = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut tmp = temp().tempfile_in(dir)?;
-    tmp.write_all(&previous)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(backup_path(path)).map_err(|e| e.error)?;
-    Ok(())
-}
-
-pub fn backup_path(state: &Path) -> PathBuf {
-    let mut name = state.file_name().unwrap_or_default().to_os_string();
-    name.push(".bak");
-    state.with_file_name(name)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn record(id: &str) -> Record {
@@ -333,13 +382,13 @@ mod tests {
         assert!(leftovers.is_empty(), "no temp file may remain");
     }
 
-    #[test]
-    fn begin_writes_the_lineage_before_anything_is_recorded_and_a_deleted_node_gets_a_new_generation() {
+    #[tokio::test]
+    async fn begin_writes_the_lineage_before_anything_is_recorded_and_a_deleted_node_gets_a_new_generation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.state.json");
         let mut state = StateFile::open(&path, "s", "us-east-1").unwrap();
         let nonce = state.nonce().to_string();
-        state.begin().unwrap();
+        state.begin().await.unwrap();
         let again = StateFile::open(&path, "s", "us-east-1").unwrap();
         assert!(again.nodes().is_empty() && again.nonce() == nonce, "the lineage survives a crash before any record");
         state.record(&NodeId::Vpc, record("vpc-1")).unwrap();

@@ -63,17 +63,28 @@ impl SharedState {
             return Ok(()); // the write before ours took our change along
         }
         let (snapshot, upto) = {
-            let file = self.lock();
+            let mut file = self.lock();
             (file.snapshot(), self.changes.load(Ordering::SeqCst))
         };
-        // Written on this thread, with no await until it is done, so a dropped future cannot cut it short. While it
-        // syncs, the other runtime threads carry on with the calls, and changes made meanwhile wait (asynchronously)
-        // on `writer` to share the next write.
-        snapshot.write()?;
+        // While it is written (a local file on this thread, with no await in it, so a dropped future cannot cut it
+        // short; an S3 object with one PUT), the other runtime threads carry on with the calls, and changes made
+        // meanwhile wait (asynchronously) on `writer` to share the next write.
+        snapshot.write().await?;
         self.lock().on_disk = true;
         self.written.store(upto, Ordering::SeqCst);
         let writes = self.disk_writes.fetch_add(1, Ordering::SeqCst) + 1;
         tracing::debug!(changes = upto, writes, "state file written");
+        Ok(())
+    }
+}
+
+impl SharedState {
+    /// Removes the state from its store, once every recorded resource is gone (after the writes in flight).
+    pub async fn remove(&self) -> Result<(), StateError> {
+        let _writer = self.writer.lock().await;
+        let store = self.lock().store.clone();
+        store.remove().await?;
+        self.lock().on_disk = false;
         Ok(())
     }
 }

@@ -214,6 +214,7 @@ pub struct Aws {
     pub sd: aws_sdk_servicediscovery::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 pub async fn aws() -> Aws {
@@ -239,6 +240,7 @@ pub async fn aws_at(endpoint: &str) -> Aws {
         sd: aws_sdk_servicediscovery::Client::new(&conf),
         iam: aws_sdk_iam::Client::new(&conf),
         logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+        s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build()),
     }
 }
 

@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::TaskDefinitionStatus;
 use crate::harness::{Aws, Project, Proxy, aws, ec2_filter, emulator};
 
 /// How many of each kind the stack has live, counted with describes (never from the state file).
-async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
+pub(crate) async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
     let tagged = || ec2_filter("tag:secep:stack", &p.stack);
     let mut c = BTreeMap::new();
     c.insert("vpc", aws.ec2.describe_vpcs().filters(tagged()).send().await.unwrap().vpcs().len());
@@ -95,7 +95,7 @@ async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usize> {
     c
 }
 
-fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str, usize> {
+pub(crate) fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str, usize> {
     BTreeMap::from([
         ("vpc", 1),
         ("subnet", azs),

@@ -10,6 +10,7 @@ mod kill;
 mod proxy;
 mod robustness;
 mod rollout;
+mod s3_state;
 mod snapshots;
 mod status;
 mod teardown;
