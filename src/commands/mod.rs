@@ -53,7 +53,11 @@ pub async fn open(common: &Common, console: &Console, lock: Option<&str>) -> Res
     if target.region.is_none() {
         target.region = config.stack.region.clone();
     }
+    for warning in &config.warnings {
+        console.warn(warning);
+    }
     let clients = Clients::connect(&target).await?;
+    check_secret_regions(&config, &clients.region)?;
     let store = connect_state(common, &config, &clients).await?;
     let lock = match lock {
         Some(operation) => Some(store.lock(operation, common.force_unlock).await?),
@@ -79,4 +83,26 @@ pub fn state_location(common: &Common, config: &Config) -> Location {
 pub async fn connect_state(common: &Common, config: &Config, clients: &Clients) -> Result<Store> {
     let at = state_location(common, config);
     Ok(Store::connect(&at, clients, config.state.kms_key_id.as_deref()).await?)
+}
+
+/// Tasks read their secrets in their own region: with the region known only now (no `[stack] region`), an ARN of
+/// another region or partition is refused before any change.
+fn check_secret_regions(config: &Config, region: &str) -> Result<()> {
+    use crate::config::secrets::{SecretArn, partition_of};
+    let partition = partition_of(region);
+    for service in config.services.values() {
+        for (name, arn) in &service.secrets {
+            let Ok(secret) = SecretArn::parse(arn) else { continue };
+            if secret.region != region || secret.partition != partition {
+                anyhow::bail!(
+                    "services.{}.secrets.{name}: `{arn}` is in {}:{}, but the stack runs in {partition}:{region}\n  hint: the tasks read secrets from their own region; replicate the secret there, or deploy to {}",
+                    service.name,
+                    secret.partition,
+                    secret.region,
+                    secret.region
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! problem with its file, line and field.
 
 mod reader;
+pub mod secrets;
 mod validate;
 
 pub use validate::carve_bits as validate_carve_bits;
@@ -37,6 +38,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Keyed and ordered by service name.
     pub services: BTreeMap<String, Service>,
+    /// What is allowed but probably a mistake (a secret-looking plain environment value), for the commands to show.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub struct Stack {
     pub region: Option<String>,
     /// An existing task execution role; otherwise secep creates one for the stack.
     pub execution_role_arn: Option<String>,
+    /// The customer-managed KMS key that encrypts the services' secrets: the execution role may decrypt with it.
+    pub kms_key_arn: Option<String>,
 }
 
 /// How tasks in the private subnets reach ECR, CloudWatch Logs and S3 (image layers).
@@ -124,6 +129,8 @@ pub struct Service {
     pub environment: BTreeMap<String, String>,
     /// The IAM role the task's containers run as (`taskRoleArn`), if any.
     pub task_role_arn: Option<String>,
+    /// Container variables fetched by ECS at start from Secrets Manager or SSM: name → ARN (`valueFrom`).
+    pub secrets: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -144,8 +151,8 @@ impl Config {
         if !syntax_errors.is_empty() {
             return Err(ConfigError::invalid(path, source, problems));
         }
-        let (config, spans) = read_config(path, &doc, &mut problems);
-        validate::check(&config, &spans, &mut problems);
+        let (mut config, spans) = read_config(path, &doc, &mut problems);
+        config.warnings = validate::check(&config, &spans, &mut problems);
         if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::invalid(path, source, problems)) }
     }
 
@@ -219,17 +226,18 @@ impl fmt::Display for LocatedProblem {
 fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Problems) -> (Config, validate::Spans) {
     let mut root = Section::new("", doc.get_ref(), doc.span());
 
-    let (stack_name, region, execution_role_arn) = match root.table("stack", problems) {
+    let (stack_name, region, execution_role_arn, kms_key_arn) = match root.table("stack", problems) {
         Some(mut s) => {
             let name = required(s.string("name", problems), &s, "name", problems);
             let region = s.string("region", problems);
             let role = s.string("execution_role_arn", problems);
-            s.finish(&["name", "region", "execution_role_arn"], problems);
-            (name, region, role)
+            let kms = s.string("kms_key_arn", problems);
+            s.finish(&["name", "region", "execution_role_arn", "kms_key_arn"], problems);
+            (name, region, role, kms)
         }
         None => {
             missing(&root, "stack", "add a [stack] table with `name = \"...\"`", problems);
-            (None, None, None)
+            (None, None, None, None)
         }
     };
 
@@ -414,6 +422,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
                 calls: raw.calls.iter().map(|c| c.value.clone()).collect(),
                 environment: raw.environment.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
                 task_role_arn: raw.task_role_arn.as_ref().map(|r| r.value.clone()),
+                secrets: raw.secrets.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
             },
         );
         service_spans.insert(raw.name.value.clone(), raw);
@@ -425,6 +434,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
             name: stack_name.as_ref().map(|n| n.value.clone()).unwrap_or_default(),
             region: region.as_ref().map(|r| r.value.clone()),
             execution_role_arn: execution_role_arn.as_ref().map(|r| r.value.clone()),
+            kms_key_arn: kms_key_arn.as_ref().map(|k| k.value.clone()),
         },
         network: Network {
             cidr: cidr_value.unwrap_or_else(|| "10.0.0.0/16".parse().expect("valid placeholder")),
@@ -442,6 +452,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         logs: Logs { retention_days },
         state,
         services,
+        warnings: Vec::new(),
     };
     // Spans the semantic checks need, kept beside the model so the model itself stays plain data. A `None` span
     // means the value could not be read (already reported), so its semantic checks are skipped.
@@ -455,6 +466,7 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
         subnet_cidrs: subnet_cidrs.map(|a| a.into_iter().map(|z| z.span).collect()),
         namespace_name: ns_name.map(|n| n.span),
         execution_role_arn: execution_role_arn.map(|r| r.span),
+        kms_key_arn: kms_key_arn.map(|k| k.span),
         egress: egress_spans,
         services: service_spans,
     };
@@ -474,6 +486,7 @@ pub(crate) struct RawService {
     pub calls: Vec<Located<String>>,
     pub environment: Vec<(Located<String>, Located<String>)>,
     pub task_role_arn: Option<Located<String>>,
+    pub secrets: Vec<(Located<String>, Located<String>)>,
     pub span: std::ops::Range<usize>,
 }
 
@@ -506,12 +519,48 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
             }
         }
     }
+    let mut secrets = Vec::new();
+    if let Some(mut table) = s.table("secrets", problems) {
+        for (key, value) in table.entries() {
+            match value.get_ref() {
+                DeValue::String(arn) => secrets.push((key, Located { value: arn.to_string(), span: value.span() })),
+                other => {
+                    let field = table.field(&key.value);
+                    problems.add(field, value.span(), format!("expected an ARN string, found {}", other.type_str()));
+                }
+            }
+        }
+    }
     let span = s.span();
     s.finish(
-        &["image", "port", "cpu", "memory", "desired_count", "dns_ttl", "calls", "environment", "task_role_arn"],
+        &[
+            "image",
+            "port",
+            "cpu",
+            "memory",
+            "desired_count",
+            "dns_ttl",
+            "calls",
+            "environment",
+            "task_role_arn",
+            "secrets",
+        ],
         problems,
     );
-    RawService { name, image, port, cpu, memory, desired_count, dns_ttl, calls, environment, task_role_arn, span }
+    RawService {
+        name,
+        image,
+        port,
+        cpu,
+        memory,
+        desired_count,
+        dns_ttl,
+        calls,
+        environment,
+        task_role_arn,
+        secrets,
+        span,
+    }
 }
 
 fn required<T>(

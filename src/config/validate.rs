@@ -21,6 +21,7 @@ pub(crate) struct Spans {
     pub subnet_cidrs: Option<Vec<Range<usize>>>,
     pub namespace_name: Option<Range<usize>>,
     pub execution_role_arn: Option<Range<usize>>,
+    pub kms_key_arn: Option<Range<usize>>,
     pub egress: EgressSpans,
     pub services: BTreeMap<String, RawService>,
 }
@@ -38,7 +39,9 @@ const MIN_PREFIX: u8 = 16;
 const MAX_PREFIX: u8 = 28;
 const MAX_DESIRED_COUNT: i64 = 5000;
 
-pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) {
+/// Reports every problem; returns the warnings (allowed, but probably a mistake).
+pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) -> Vec<String> {
+    let mut warnings = Vec::new();
     check_stack(config, spans, problems);
     if spans.network_ok {
         check_network(config, spans, problems);
@@ -48,7 +51,9 @@ pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) {
     }
     for raw in spans.services.values() {
         check_service(config, raw, problems);
+        check_secrets(config, raw, problems, &mut warnings);
     }
+    warnings
 }
 
 fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
@@ -65,9 +70,89 @@ fn check_stack(config: &Config, spans: &Spans, problems: &mut Problems) {
             format!("`{name}` is not a valid stack name: use 1-64 letters, digits and hyphens, starting with a letter and not ending with a hyphen (it names the ECS cluster, groups and task families)"),
         );
     }
+    if ok && name.to_ascii_lowercase().starts_with("sg-") {
+        problems.add(
+            "stack.name",
+            name_span.clone(),
+            format!("`{name}` starts with `sg-`, which AWS forbids at the start of a security group name (the groups are named `<stack>-<service>`); choose another name"),
+        );
+    }
     check_region(config, spans, problems);
     if let (Some(arn), Some(span)) = (&config.stack.execution_role_arn, &spans.execution_role_arn) {
         check_role_arn("stack.execution_role_arn", arn, span, problems);
+    }
+    if let (Some(arn), Some(span)) = (&config.stack.kms_key_arn, &spans.kms_key_arn) {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "kms"
+            && parts[4].len() == 12
+            && parts[5].strip_prefix("key/").is_some_and(|k| !k.is_empty());
+        if !ok {
+            problems.add(
+                "stack.kms_key_arn",
+                span.clone(),
+                format!("`{arn}` is not a KMS key ARN such as arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            );
+        } else if let Some(region) = &config.stack.region
+            && (parts[3] != region || parts[1] != super::secrets::partition_of(region))
+        {
+            problems.add("stack.kms_key_arn", span.clone(), format!("`{arn}` is not in the stack's region {region}"));
+        }
+    }
+}
+
+/// Each secret: a well-formed ARN in the stack's region and partition, under a name no other variable takes. A
+/// plain environment value under a secret-looking name is a warning naming the `secrets` form.
+fn check_secrets(config: &Config, raw: &RawService, problems: &mut Problems, warnings: &mut Vec<String>) {
+    let name = &raw.name.value;
+    let injected: BTreeSet<String> = raw
+        .calls
+        .iter()
+        .map(|c| peer_env_name(&c.value))
+        .chain((raw.calls.len() == 1).then(|| "SERVICE_URL".to_string()))
+        .collect();
+    for (key, arn) in &raw.secrets {
+        let field = format!("services.{name}.secrets");
+        check_env_key(&field, key, &injected, problems);
+        if raw.environment.iter().any(|(k, _)| k.value == key.value) {
+            problems.add(
+                format!("{field}.{}", key.value),
+                key.span.clone(),
+                format!("`{}` is set in both `environment` and `secrets`; keep it in `secrets` only", key.value),
+            );
+        }
+        match super::secrets::SecretArn::parse(&arn.value) {
+            Err(why) => problems.add(format!("{field}.{}", key.value), arn.span.clone(), why),
+            Ok(secret) => {
+                if let Some(region) = &config.stack.region {
+                    let partition = super::secrets::partition_of(region);
+                    if secret.region != *region || secret.partition != partition {
+                        problems.add(
+                            format!("{field}.{}", key.value),
+                            arn.span.clone(),
+                            format!(
+                                "`{}` is in {}:{}, but the stack runs in {partition}:{region}; the tasks read secrets from their own region",
+                                arn.value, secret.partition, secret.region
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !raw.secrets.is_empty() && config.stack.execution_role_arn.is_some() {
+        warnings.push(format!(
+            "services.{name}.secrets: the execution role is stack.execution_role_arn, which secep does not change; it must allow secretsmanager:GetSecretValue / ssm:GetParameters on these ARNs itself"
+        ));
+    }
+    for (key, _) in &raw.environment {
+        if super::secrets::looks_secret(&key.value) {
+            warnings.push(format!(
+                "services.{name}.environment.{0} looks like a secret, but a plain environment value is stored in clear in the task definition; reference it instead: secrets = {{ {0} = \"arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME\" }}",
+                key.value
+            ));
+        }
     }
 }
 

@@ -3,10 +3,13 @@
 
 mod id;
 
+use std::collections::BTreeSet;
+
 use sha2::{Digest, Sha256};
 
 pub use id::{NodeId, UnknownNode};
 
+use crate::config::secrets::{SecretArn, Store};
 use crate::config::{Config, Egress, NatGateways, validate_carve_bits};
 use crate::resource::group_rules::{Peer, Permission};
 use crate::resource::task_definition::{RoleRef, TaskDefinitionSpec};
@@ -130,6 +133,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
                 Spec::ExecutionRole(execution_role::Spec {
                     name: execution_role_name(stack),
                     policy_arn: EXECUTION_POLICY_ARN.into(),
+                    secrets: secret_grants(config),
                 }),
                 vec![],
             );
@@ -157,7 +161,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
             }),
             vec![NodeId::Vpc],
         );
-        for service in INTERFACE_ENDPOINTS {
+        for service in interface_endpoints(config) {
             // Private DNS names need the VPC's DNS attributes.
             let mut deps = vec![NodeId::VpcDns, NodeId::EndpointGroup];
             deps.extend(subnets.iter().cloned());
@@ -287,6 +291,45 @@ fn egress_deps(groups: &[NodeId], egress: Egress) -> Vec<NodeId> {
     deps
 }
 
+/// The interface endpoints the tasks need: ECR and Logs always, Secrets Manager, SSM and KMS when a service reads
+/// a secret from them (so that no task reaches them over the internet).
+pub fn interface_endpoints(config: &Config) -> Vec<&'static str> {
+    let stores: BTreeSet<Store> = config
+        .services
+        .values()
+        .flat_map(|s| s.secrets.values())
+        .filter_map(|arn| SecretArn::parse(arn).ok())
+        .map(|s| s.store)
+        .collect();
+    let mut out = INTERFACE_ENDPOINTS.to_vec();
+    if stores.contains(&Store::SecretsManager) {
+        out.push("secretsmanager");
+    }
+    if stores.contains(&Store::Parameter) {
+        out.push("ssm");
+    }
+    if !stores.is_empty() && config.stack.kms_key_arn.is_some() {
+        out.push("kms");
+    }
+    out
+}
+
+/// What the execution role may read for the services' secrets: exactly their ARNs, and the KMS key if given.
+fn secret_grants(config: &Config) -> execution_role::SecretGrants {
+    let mut grants = execution_role::SecretGrants::default();
+    for arn in config.services.values().flat_map(|s| s.secrets.values()) {
+        let Ok(secret) = SecretArn::parse(arn) else { continue };
+        match secret.store {
+            Store::SecretsManager => grants.secrets.insert(secret.resource),
+            Store::Parameter => grants.parameters.insert(secret.resource),
+        };
+    }
+    if !grants.is_empty() {
+        grants.kms_key = config.stack.kms_key_arn.clone();
+    }
+    grants
+}
+
 /// IAM role names are at most 64 characters and account-wide: the stack name, shortened with a hash if need be.
 pub fn execution_role_name(stack: &str) -> String {
     let name = format!("{stack}-ecs-execution");
@@ -341,6 +384,7 @@ fn task_definition(
         cpu: svc.cpu,
         memory: svc.memory,
         environment,
+        secrets: svc.secrets.clone(),
         execution_role: execution_role.clone(),
         task_role_arn: svc.task_role_arn.clone(),
         log_group: log_group.to_string(),

@@ -1,5 +1,6 @@
 //! The stack's task execution role: trusted by ECS tasks, with AWS's managed execution policy attached (ECR pulls,
-//! log streams). Made by two calls (CreateRole, AttachRolePolicy): the compare finds a role whose policy is missing.
+//! log streams), and when services read secrets, an inline policy granting exactly those ARNs. Made by several calls
+//! (CreateRole, AttachRolePolicy, PutRolePolicy): the compare finds a role whose policies are missing.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -19,7 +20,56 @@ pub struct Spec {
     pub name: String,
     /// The managed policy the role must have attached (AmazonECSTaskExecutionRolePolicy).
     pub policy_arn: String,
+    /// What the services' secrets need (absent from the digest when nothing, so older roles stay in sync).
+    #[serde(skip_serializing_if = "SecretGrants::is_empty")]
+    pub secrets: SecretGrants,
 }
+
+/// The secrets the tasks' containers get at start: ECS reads them with the execution role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecretGrants {
+    /// Secrets Manager secret ARNs (`secretsmanager:GetSecretValue`).
+    pub secrets: BTreeSet<String>,
+    /// SSM parameter ARNs (`ssm:GetParameters`).
+    pub parameters: BTreeSet<String>,
+    /// The customer-managed key that encrypts them (`kms:Decrypt`).
+    pub kms_key: Option<String>,
+}
+
+impl SecretGrants {
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.parameters.is_empty()
+    }
+
+    /// The inline policy document: each action only on its ARNs; `None` when no service reads a secret.
+    pub fn policy(&self) -> Option<serde_json::Value> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut statements = Vec::new();
+        if !self.secrets.is_empty() {
+            statements.push(serde_json::json!({
+                "Sid": "ReadTheServicesSecrets", "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue", "Resource": self.secrets,
+            }));
+        }
+        if !self.parameters.is_empty() {
+            statements.push(serde_json::json!({
+                "Sid": "ReadTheServicesParameters", "Effect": "Allow",
+                "Action": "ssm:GetParameters", "Resource": self.parameters,
+            }));
+        }
+        if let Some(key) = &self.kms_key {
+            statements.push(serde_json::json!({
+                "Sid": "DecryptThem", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key,
+            }));
+        }
+        Some(serde_json::json!({ "Version": "2012-10-17", "Statement": statements }))
+    }
+}
+
+/// The name of the inline policy for secrets.
+pub const SECRETS_POLICY: &str = "secep-secrets";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Facts {
@@ -28,18 +78,24 @@ pub struct Facts {
     /// Who the role's `secep:stack` tag says owns it; `None` where the read did not fetch its tags (a recorded
     /// role while converging: the stack's by its record).
     pub owner: Option<Owner>,
+    /// The secrets policy as IAM has it (`Some(None)`: none); `None` where the read did not look (no service reads
+    /// a secret, and the config did not change).
+    pub inline: Option<Option<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// The policy (ARN) is not attached: a run killed between CreateRole and AttachRolePolicy, or a detach by hand.
     PolicyNotAttached(String),
+    /// The secrets policy is missing, differs from the config's secrets, or is left over from removed ones.
+    SecretsPolicy,
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::PolicyNotAttached(arn) => write!(f, "policy {arn} not attached"),
+            Change::SecretsPolicy => write!(f, "inline policy {SECRETS_POLICY} differs from the services' secrets"),
         }
     }
 }
@@ -106,13 +162,58 @@ struct Lookup {
     recorded: Option<Option<String>>,
 }
 
-async fn look(iam: aws_sdk_iam::Client, stack: String, lookup: Lookup, teardown: bool) -> Result<Option<Found<Facts>>> {
+/// The secrets policy document of a role (`None`: none), or `None` if there is no such role.
+async fn inline_policy(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<Option<serde_json::Value>>> {
+    let out = iam.get_role_policy().role_name(name).policy_name(SECRETS_POLICY).send().await;
+    match out.map_err(|e| api_error(format!("read inline policy {SECRETS_POLICY} of IAM role {name}"), e)) {
+        // IAM answers the document URL-encoded.
+        Ok(out) => Ok(Some(serde_json::from_str(&percent_decode(out.policy_document())).ok())),
+        Err(e) if is(&e, ErrorKind::NotFound) => Ok(Some(None)),
+        Err(e) => Err(e),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex()) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn look(
+    iam: aws_sdk_iam::Client,
+    stack: String,
+    lookup: Lookup,
+    teardown: bool,
+    secrets: bool,
+) -> Result<Option<Found<Facts>>> {
     let Lookup { node, name, recorded } = lookup;
     match recorded {
-        // A recorded role is the stack's by its record: its policies are all the compare needs (one call).
+        // A recorded role is the stack's by its record: its policies are all the compare needs (one call, two
+        // when services read secrets).
         Some(arn) if !teardown => {
-            let Some(policies) = attached_policies(&iam, &name).await? else { return Ok(None) };
-            let facts = Facts { policies, owner: None };
+            let (policies, inline) = tokio::try_join!(attached_policies(&iam, &name), async {
+                if secrets { inline_policy(&iam, &name).await } else { Ok(None) }
+            })?;
+            let Some(policies) = policies else { return Ok(None) };
+            let facts = Facts { policies, owner: None, inline };
             Ok(Some(Found { node: Some(node), id: name, arn, owner: Owner::Us, lineage: None, facts }))
         }
         recorded => {
@@ -126,7 +227,8 @@ async fn look(iam: aws_sdk_iam::Client, stack: String, lookup: Lookup, teardown:
                 Some(_) => node,
                 None => role.node_tag.filter(|n| n.kind() == Kind::ExecutionRole).unwrap_or(node),
             };
-            let facts = Facts { policies, owner: Some(owner.clone()) };
+            let inline = if secrets { inline_policy(&iam, &name).await? } else { None };
+            let facts = Facts { policies, owner: Some(owner.clone()), inline };
             Ok(Some(Found { node: Some(node), id: name, arn: Some(role.arn), owner, lineage: role.lineage_tag, facts }))
         }
     }
@@ -191,12 +293,39 @@ async fn clear_policies(ctx: &Ctx, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Writes the secrets policy, or deletes it when no service reads a secret any more.
+async fn put_secrets_policy(ctx: &Ctx, name: &str, policy: Option<serde_json::Value>) -> Result<()> {
+    let iam = &ctx.clients.iam;
+    match policy {
+        Some(document) => {
+            iam.put_role_policy()
+                .role_name(name)
+                .policy_name(SECRETS_POLICY)
+                .policy_document(document.to_string())
+                .send()
+                .await
+                .map_err(|e| api_error(format!("put inline policy {SECRETS_POLICY} on IAM role {name}"), e))?;
+        }
+        None => {
+            iam.delete_role_policy()
+                .role_name(name)
+                .policy_name(SECRETS_POLICY)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("delete inline policy {SECRETS_POLICY} of IAM role {name}"), e))
+                .or_gone()?;
+        }
+    }
+    Ok(())
+}
+
 impl Resource for ExecutionRole {
     type Spec = Spec;
     type Facts = Facts;
     type Change = Change;
     const LABEL: &'static str = "iam role";
-    const ON_CHANGE: OnChange = OnChange::Replace;
+    // Its name is the stack's and its managed policy fixed: what the config changes (the secrets) is made in place.
+    const ON_CHANGE: OnChange = OnChange::InPlace;
 
     /// Converging: a recorded role by ListAttachedRolePolicies alone; a desired unrecorded one (a run killed after
     /// CreateRole) by GetRole, for its tags and ARN, plus its policies. Tearing down: every recorded role, and the
@@ -223,20 +352,31 @@ impl Resource for ExecutionRole {
             }
         }
         let teardown = cx.teardown();
+        // The secrets policy is read only when some service reads a secret: the others pay no call for it.
+        let secrets = !teardown
+            && cx.desired(Kind::ExecutionRole).any(|n| matches!(&n.spec, super::Spec::ExecutionRole(s) if !s.secrets.is_empty()));
         let found = super::support::all(lookups, |lookup| {
             let (iam, stack) = (cx.clients.iam.clone(), cx.stack.to_string());
-            async move { look(iam, stack, lookup, teardown).await }
+            async move { look(iam, stack, lookup, teardown, secrets).await }
         })
         .await?;
         Ok(found.into_iter().flatten().collect())
     }
 
-    fn compare(spec: &Spec, facts: &Facts, _cx: &Compare<'_>) -> Vec<Change> {
-        if facts.policies.contains(&spec.policy_arn) {
-            Vec::new()
-        } else {
-            vec![Change::PolicyNotAttached(spec.policy_arn.clone())]
+    fn compare(spec: &Spec, facts: &Facts, cx: &Compare<'_>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if !facts.policies.contains(&spec.policy_arn) {
+            changes.push(Change::PolicyNotAttached(spec.policy_arn.clone()));
         }
+        let secrets_differ = match &facts.inline {
+            Some(live) => *live != spec.secrets.policy(),
+            // Not read: only a config change (secrets added, changed or removed) says it must be written.
+            None => cx.config_changed,
+        };
+        if secrets_differ {
+            changes.push(Change::SecretsPolicy);
+        }
+        changes
     }
 
     /// CreateRole only, tagged at creation; the policy is attached by the update the engine runs next on the facts
@@ -258,7 +398,7 @@ impl Resource for ExecutionRole {
             Ok(out) => {
                 let role = out.role();
                 let created = Created::from_answer("CreateRole", role.map(|r| r.role_name()), role.map(|r| r.arn()))?;
-                Ok((created, Facts { policies: BTreeSet::new(), owner: Some(Owner::Us) }))
+                Ok((created, Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None) }))
             }
             // A run killed after CreateRole left it: ours if tagged so, else a name clash the user must resolve.
             Err(e) if is(&e, ErrorKind::AlreadyExists) => {
@@ -272,7 +412,9 @@ impl Resource for ExecutionRole {
                         owner.describe()
                     );
                 }
-                Ok((Created::named(name.clone(), Some(role.arn)), Facts { policies, owner: Some(owner) }))
+                let inline = if spec.secrets.is_empty() { None } else { inline_policy(&ctx.clients.iam, name).await? };
+                let facts = Facts { policies, owner: Some(owner), inline };
+                Ok((Created::named(name.clone(), Some(role.arn)), facts))
             }
             Err(e) => Err(e),
         }
@@ -281,13 +423,14 @@ impl Resource for ExecutionRole {
     async fn update(
         ctx: &Ctx,
         _node: &Node,
-        _spec: &Spec,
+        spec: &Spec,
         live: &View<'_, Facts>,
         changes: &[Change],
     ) -> Result<Option<Created>> {
         let name = live.id;
         for change in changes {
             match change {
+                Change::SecretsPolicy => put_secrets_policy(ctx, name, spec.secrets.policy()).await?,
                 Change::PolicyNotAttached(arn) => {
                     ctx.clients
                         .iam
@@ -338,7 +481,7 @@ mod tests {
     const POLICY: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
 
     fn spec() -> Spec {
-        Spec { name: "demo-ecs-execution".into(), policy_arn: POLICY.into() }
+        Spec { name: "demo-ecs-execution".into(), policy_arn: POLICY.into(), secrets: SecretGrants::default() }
     }
 
     fn compare(facts: &Facts) -> Vec<Change> {
@@ -350,7 +493,7 @@ mod tests {
     }
 
     fn facts(policies: &[&str]) -> Facts {
-        Facts { policies: policies.iter().map(|p| p.to_string()).collect(), owner: None }
+        Facts { policies: policies.iter().map(|p| p.to_string()).collect(), owner: None, inline: None }
     }
 
     #[test]
@@ -371,7 +514,40 @@ mod tests {
     #[test]
     fn a_role_just_created_is_incomplete_until_its_policy_is_attached() {
         // What create returns: the role, no policy yet (a run killed here leaves exactly this).
-        let created = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us) };
+        let created = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None) };
         assert_eq!(compare(&created), [Change::PolicyNotAttached(POLICY.into())]);
+    }
+
+    #[test]
+    fn the_secrets_policy_grants_exactly_the_services_arns_and_follows_them() {
+        let mut grants = SecretGrants::default();
+        grants.secrets.insert("arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf".into());
+        grants.parameters.insert("arn:aws:ssm:us-east-1:123456789012:parameter/app/token".into());
+        grants.kms_key = Some("arn:aws:kms:us-east-1:123456789012:key/k".into());
+        let doc = grants.policy().unwrap();
+        let actions: Vec<(&str, &serde_json::Value)> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["Action"].as_str().unwrap(), &s["Resource"]))
+            .collect();
+        assert_eq!(actions.len(), 3);
+        assert_eq!(actions[0].0, "secretsmanager:GetSecretValue");
+        assert_eq!(actions[0].1, &serde_json::json!(["arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"]));
+        assert_eq!(actions[1].0, "ssm:GetParameters");
+        assert_eq!(actions[2], ("kms:Decrypt", &serde_json::json!("arn:aws:kms:us-east-1:123456789012:key/k")));
+        assert_eq!(SecretGrants::default().policy(), None);
+
+        let mut spec = spec();
+        spec.secrets = grants;
+        let node = Node { id: NodeId::ExecutionRole, spec: super::super::Spec::ExecutionRole(spec.clone()), deps: vec![] };
+        let refs = BTreeMap::<NodeId, Record>::new();
+        let cx = Compare { node: &node, refs: &refs, config_changed: false };
+        let mut live = facts(&[POLICY]);
+        live.inline = Some(None);
+        assert_eq!(ExecutionRole::compare(&spec, &live, &cx), [Change::SecretsPolicy], "missing");
+        live.inline = Some(spec.secrets.policy());
+        assert!(ExecutionRole::compare(&spec, &live, &cx).is_empty(), "in sync");
+        assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), r#"{"a":1}"#);
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use anyhow::{Context, Result};
 use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping,
+    Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode, PortMapping, Secret,
     TaskDefinitionStatus, TransportProtocol,
 };
 use serde::{Serialize, Serializer};
@@ -49,6 +49,10 @@ pub struct TaskDefinitionSpec {
     pub memory: u32,
     /// User environment plus the injected peer addresses.
     pub environment: BTreeMap<String, String>,
+    /// Name → Secrets Manager or SSM ARN: ECS fetches them at start (`valueFrom`); never in the environment.
+    /// Absent from the digest when empty, so stacks without secrets keep their revisions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// The execution role: an ARN from the config, or the node `role/execution`.
     pub execution_role: RoleRef,
     pub task_role_arn: Option<String>,
@@ -363,6 +367,12 @@ async fn register_or_reuse(ctx: &Ctx, node: &Node, td: &Spec) -> Result<Created>
         return Ok(Created::named(arn.clone(), Some(arn)));
     }
     let environment = td.environment.iter().map(|(k, v)| KeyValuePair::builder().name(k).value(v).build()).collect();
+    let secrets = td
+        .secrets
+        .iter()
+        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the secrets of the task definition")?;
     let container = ContainerDefinition::builder()
         .name(&td.service)
         .image(&td.image)
@@ -371,6 +381,7 @@ async fn register_or_reuse(ctx: &Ctx, node: &Node, td: &Spec) -> Result<Created>
             PortMapping::builder().container_port(i32::from(td.port)).protocol(TransportProtocol::Tcp).build(),
         )
         .set_environment(Some(environment))
+        .set_secrets((!secrets.is_empty()).then_some(secrets))
         .log_configuration(log_configuration(td)?)
         .build();
     let out = ctx
@@ -451,6 +462,9 @@ async fn find_identical(ctx: &Ctx, td: &Spec, execution_role: &str) -> Result<Op
             c.environment().iter().filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string()))).collect()
         })
         .unwrap_or_default();
+    let secrets: BTreeMap<String, String> = container
+        .map(|c| c.secrets().iter().map(|s| (s.name().to_string(), s.value_from().to_string())).collect())
+        .unwrap_or_default();
     let logs = log_configuration(td)?;
     let same = Owner::from_tag(&ctx.stack, ecs_tag(out.tags(), TAG_STACK)) == Owner::Us
         && container.and_then(|c| c.image()) == Some(td.image.as_str())
@@ -459,6 +473,7 @@ async fn find_identical(ctx: &Ctx, td: &Spec, execution_role: &str) -> Result<Op
         && live.cpu() == Some(td.cpu.to_string().as_str())
         && live.memory() == Some(td.memory.to_string().as_str())
         && environment == td.environment
+        && secrets == td.secrets
         && live.execution_role_arn() == Some(execution_role)
         && live.task_role_arn() == td.task_role_arn.as_deref()
         && container.and_then(|c| c.log_configuration()).and_then(|l| l.options()) == logs.options();
@@ -479,6 +494,7 @@ mod tests {
             cpu: 256,
             memory: 512,
             environment: [("A".to_string(), "1".to_string())].into_iter().collect(),
+            secrets: BTreeMap::new(),
             execution_role: role,
             task_role_arn: None,
             log_group: "/secep/demo".into(),

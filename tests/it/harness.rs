@@ -155,6 +155,11 @@ impl Project {
         p
     }
 
+    /// Writes a config template, `{stack}` and `{namespace}` filled in (as `with_config`).
+    pub fn write_template(&self, template: &str) {
+        self.write_config(&template.replace("{stack}", &self.stack).replace("{namespace}", &self.namespace));
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }

@@ -11,6 +11,7 @@ mod proxy;
 mod robustness;
 mod rollout;
 mod s3_state;
+mod secrets;
 mod snapshots;
 mod status;
 mod teardown;
