@@ -81,6 +81,8 @@ pub struct Facts {
     /// The secrets policy as IAM has it (`Some(None)`: none); `None` where the read did not look (no service reads
     /// a secret, and the config did not change).
     pub inline: Option<Option<serde_json::Value>>,
+    /// The trust policy as IAM has it, and the account of the role (from its ARN); `None` where not read.
+    pub trust: Option<(serde_json::Value, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +91,9 @@ pub enum Change {
     PolicyNotAttached(String),
     /// The secrets policy is missing, differs from the config's secrets, or is left over from removed ones.
     SecretsPolicy,
+    /// The trust policy is not ECS tasks of this account only (a role made before the `aws:SourceAccount`
+    /// condition, or edited by hand); carries the account.
+    TrustPolicy(String),
 }
 
 impl fmt::Display for Change {
@@ -96,6 +101,9 @@ impl fmt::Display for Change {
         match self {
             Change::PolicyNotAttached(arn) => write!(f, "policy {arn} not attached"),
             Change::SecretsPolicy => write!(f, "inline policy {SECRETS_POLICY} differs from the services' secrets"),
+            Change::TrustPolicy(account) => {
+                write!(f, "trust policy is not ECS tasks with aws:SourceAccount {account} only")
+            }
         }
     }
 }
@@ -104,11 +112,29 @@ impl super::Change for Change {}
 
 pub struct ExecutionRole;
 
-const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+/// Who may assume the role: ECS tasks, and (confused-deputy protection) only on behalf of this account.
+pub fn trust_policy(account: Option<&str>) -> serde_json::Value {
+    let mut statement = serde_json::json!({
+        "Effect": "Allow",
+        "Principal": { "Service": "ecs-tasks.amazonaws.com" },
+        "Action": "sts:AssumeRole",
+    });
+    if let Some(account) = account {
+        statement["Condition"] = serde_json::json!({ "StringEquals": { "aws:SourceAccount": account } });
+    }
+    serde_json::json!({ "Version": "2012-10-17", "Statement": [statement] })
+}
+
+/// The account of an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
+fn account_of(arn: &str) -> Option<String> {
+    arn.split(':').nth(4).filter(|a| a.len() == 12).map(str::to_string)
+}
 
 /// What GetRole tells about a role.
 struct LiveRole {
     arn: String,
+    /// The trust policy, decoded.
+    trust: Option<serde_json::Value>,
     stack_tag: Option<String>,
     lineage_tag: Option<String>,
     node_tag: Option<NodeId>,
@@ -128,6 +154,7 @@ async fn get_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<LiveRo
             let tag = |key: &str| tag_value(role.tags(), key, |t| (Some(t.key()), Some(t.value()))).map(str::to_string);
             LiveRole {
                 arn: role.arn().to_string(),
+                trust: role.assume_role_policy_document().and_then(|d| serde_json::from_str(&percent_decode(d)).ok()),
                 stack_tag: tag(TAG_STACK),
                 lineage_tag: tag(TAG_LINEAGE),
                 node_tag: tag(TAG_NODE).and_then(|n| n.parse().ok()),
@@ -160,6 +187,10 @@ struct Lookup {
     name: String,
     /// Recorded (with its recorded ARN), or looked up by the name the stack's role has.
     recorded: Option<Option<String>>,
+}
+
+fn trust_facts(role: &LiveRole) -> Option<(serde_json::Value, String)> {
+    Some((role.trust.clone().unwrap_or(serde_json::Value::Null), account_of(&role.arn)?))
 }
 
 /// The secrets policy document of a role (`None`: none), or `None` if there is no such role.
@@ -209,11 +240,12 @@ async fn look(
         // A recorded role is the stack's by its record: its policies are all the compare needs (one call, two
         // when services read secrets).
         Some(arn) if !teardown => {
-            let (policies, inline) = tokio::try_join!(attached_policies(&iam, &name), async {
+            let (role, inline) = tokio::try_join!(read_role(&iam, &name), async {
                 if secrets { inline_policy(&iam, &name).await } else { Ok(None) }
             })?;
-            let Some(policies) = policies else { return Ok(None) };
-            let facts = Facts { policies, owner: None, inline };
+            let Some((role, policies)) = role else { return Ok(None) };
+            let trust = trust_facts(&role);
+            let facts = Facts { policies, owner: None, inline, trust };
             Ok(Some(Found { node: Some(node), id: name, arn, owner: Owner::Us, lineage: None, facts }))
         }
         recorded => {
@@ -223,12 +255,13 @@ async fn look(
             if recorded.is_none() && teardown && owner != Owner::Us {
                 return Ok(None);
             }
+            let trust = trust_facts(&role);
             let node = match recorded {
                 Some(_) => node,
                 None => role.node_tag.filter(|n| n.kind() == Kind::ExecutionRole).unwrap_or(node),
             };
             let inline = if secrets { inline_policy(&iam, &name).await? } else { None };
-            let facts = Facts { policies, owner: Some(owner.clone()), inline };
+            let facts = Facts { policies, owner: Some(owner.clone()), inline, trust };
             Ok(Some(Found { node: Some(node), id: name, arn: Some(role.arn), owner, lineage: role.lineage_tag, facts }))
         }
     }
@@ -376,6 +409,11 @@ impl Resource for ExecutionRole {
         if secrets_differ {
             changes.push(Change::SecretsPolicy);
         }
+        if let Some((live, account)) = &facts.trust
+            && *live != trust_policy(Some(account))
+        {
+            changes.push(Change::TrustPolicy(account.clone()));
+        }
         changes
     }
 
@@ -383,13 +421,17 @@ impl Resource for ExecutionRole {
     /// returned here (no policy), so a run killed in between leaves a role the next run completes.
     async fn create(ctx: &Ctx, node: &Node, spec: &Spec, _salt: &Salt) -> Result<(Created, Facts)> {
         let name = &spec.name;
+        // The account is known once the ECS service-linked role is recorded (every run but a stack's first, whose
+        // role gets the condition by the update that follows, before anything can use it).
+        let account = ctx.arn_of(&NodeId::LinkedRole("ecs".into())).ok().and_then(|arn| account_of(&arn));
+        let trust = trust_policy(account.as_deref());
         let created = ctx
             .clients
             .iam
             .create_role()
             .role_name(name)
             .path("/secep/")
-            .assume_role_policy_document(TRUST_POLICY)
+            .assume_role_policy_document(trust.to_string())
             .description(format!("secep {}: ECS task execution (image pulls, logs)", ctx.stack))
             .set_tags(Some(iam_tags(ctx, &node.id, name)?))
             .send()
@@ -398,7 +440,9 @@ impl Resource for ExecutionRole {
             Ok(out) => {
                 let role = out.role();
                 let created = Created::from_answer("CreateRole", role.map(|r| r.role_name()), role.map(|r| r.arn()))?;
-                Ok((created, Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None) }))
+                let trust = created.arn.as_deref().and_then(account_of).map(|a| (trust, a));
+                let facts = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None), trust };
+                Ok((created, facts))
             }
             // A run killed after CreateRole left it: ours if tagged so, else a name clash the user must resolve.
             Err(e) if is(&e, ErrorKind::AlreadyExists) => {
@@ -413,7 +457,8 @@ impl Resource for ExecutionRole {
                     );
                 }
                 let inline = if spec.secrets.is_empty() { None } else { inline_policy(&ctx.clients.iam, name).await? };
-                let facts = Facts { policies, owner: Some(owner), inline };
+                let trust = trust_facts(&role);
+                let facts = Facts { policies, owner: Some(owner), inline, trust };
                 Ok((Created::named(name.clone(), Some(role.arn)), facts))
             }
             Err(e) => Err(e),
@@ -431,6 +476,16 @@ impl Resource for ExecutionRole {
         for change in changes {
             match change {
                 Change::SecretsPolicy => put_secrets_policy(ctx, name, spec.secrets.policy()).await?,
+                Change::TrustPolicy(account) => {
+                    ctx.clients
+                        .iam
+                        .update_assume_role_policy()
+                        .role_name(name)
+                        .policy_document(trust_policy(Some(account)).to_string())
+                        .send()
+                        .await
+                        .map_err(|e| api_error(format!("update the trust policy of IAM role {name}"), e))?;
+                }
                 Change::PolicyNotAttached(arn) => {
                     ctx.clients
                         .iam
@@ -493,7 +548,7 @@ mod tests {
     }
 
     fn facts(policies: &[&str]) -> Facts {
-        Facts { policies: policies.iter().map(|p| p.to_string()).collect(), owner: None, inline: None }
+        Facts { policies: policies.iter().map(|p| p.to_string()).collect(), owner: None, inline: None, trust: None }
     }
 
     #[test]
@@ -514,7 +569,7 @@ mod tests {
     #[test]
     fn a_role_just_created_is_incomplete_until_its_policy_is_attached() {
         // What create returns: the role, no policy yet (a run killed here leaves exactly this).
-        let created = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None) };
+        let created = Facts { policies: BTreeSet::new(), owner: Some(Owner::Us), inline: Some(None), trust: None };
         assert_eq!(compare(&created), [Change::PolicyNotAttached(POLICY.into())]);
     }
 
@@ -549,5 +604,18 @@ mod tests {
         live.inline = Some(spec.secrets.policy());
         assert!(ExecutionRole::compare(&spec, &live, &cx).is_empty(), "in sync");
         assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_trust_policy_without_the_source_account_condition_is_corrected() {
+        let account = "123456789012".to_string();
+        let mut live = facts(&[POLICY]);
+        live.trust = Some((trust_policy(None), account.clone()));
+        assert_eq!(compare(&live), [Change::TrustPolicy(account.clone())]);
+        live.trust = Some((trust_policy(Some(&account)), account.clone()));
+        assert!(compare(&live).is_empty());
+        let doc = trust_policy(Some(&account));
+        assert_eq!(doc["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"], "123456789012");
+        assert_eq!(account_of("arn:aws:iam::123456789012:role/secep/x"), Some(account));
     }
 }

@@ -140,6 +140,26 @@ async fn secrets_reach_the_container_by_reference_and_the_role_may_read_exactly_
     let status = p.secep(&["status"]);
     assert_eq!(status.code, 0, "in sync after up:\n{}", status.stdout);
 
+    // The role trusts ECS tasks on behalf of this account only; a trust policy edited by hand is drift, put back.
+    let role = format!("{}-ecs-execution", p.stack);
+    let trust = || async {
+        let out = aws.iam.get_role().role_name(&role).send().await.unwrap();
+        let role = out.role().unwrap();
+        let account = role.arn().split(':').nth(4).unwrap().to_string();
+        let doc: serde_json::Value =
+            serde_json::from_str(&percent_decode(role.assume_role_policy_document().unwrap())).unwrap();
+        (doc, account)
+    };
+    let (doc, account) = trust().await;
+    assert_eq!(doc["Statement"][0]["Principal"]["Service"], "ecs-tasks.amazonaws.com");
+    assert_eq!(doc["Statement"][0]["Condition"], serde_json::json!({"StringEquals": {"aws:SourceAccount": account}}));
+    let open = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    aws.iam.update_assume_role_policy().role_name(&role).policy_document(open).send().await.unwrap();
+    let status = p.secep(&["status"]);
+    assert!(status.code == 2 && status.stdout.contains("aws:SourceAccount"), "{}", status.stdout);
+    p.secep(&["up"]).success();
+    assert_eq!(trust().await.0, doc, "up puts the condition back");
+
     // Secrets removed from the config: the policy, the references and the endpoints follow.
     p.write_template(&config(false));
     let up = p.secep(&["up"]).success();

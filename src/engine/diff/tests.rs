@@ -62,7 +62,7 @@ fn an_internet_gateway_created_but_not_attached_is_not_in_sync() {
 fn an_execution_role_without_its_policy_is_not_in_sync() {
     let nodes = nodes();
     let (_dir, state) = recorded(&nodes);
-    let bare = execution_role::Facts { policies: BTreeSet::new(), owner: None, inline: None };
+    let bare = execution_role::Facts { policies: BTreeSet::new(), owner: None, inline: None, trust: None };
     let live = live_with(vec![(NodeId::ExecutionRole, observed("id-role", Facts::ExecutionRole(bare)))]);
     let s = diff(&nodes, &state, &live).unwrap();
     let role = status(&s, &NodeId::ExecutionRole);
