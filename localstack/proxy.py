@@ -388,6 +388,23 @@ def classify(method: str, path: str, headers: Any, body: bytes) -> Call:
     return c
 
 
+def s3_operation(call: Call, method: str, path: str) -> str | None:
+    """The S3 REST operation of a call, for the log only (S3 calls stay unclassified for the rules and the kill
+    count): path-style /bucket[/key][?sub-resource]."""
+    if call.scope != "s3":
+        return None
+    parts = urllib.parse.urlsplit(path)
+    has_key = "/" in parts.path.strip("/")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    if not has_key:
+        for sub, op in (("location", "GetBucketLocation"), ("versioning", "GetBucketVersioning"),
+                        ("versions", "ListObjectVersions")):
+            if sub in query and method == "GET":
+                return op
+        return {"GET": "ListObjectsV2", "HEAD": "HeadBucket", "PUT": "CreateBucket"}.get(method)
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(method)
+
+
 # ---------------------------------------------------------------------------
 # Error responses in each protocol's real shape
 # ---------------------------------------------------------------------------
@@ -1939,7 +1956,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         entry = {
             "ts": time.time(),
             "service": call.service,
-            "operation": call.operation,
+            # The SigV4 scope names the service of every call (IAM, Logs and S3 are "other" above).
+            "scope": call.scope,
+            "operation": call.operation or s3_operation(call, self.command, self.path),
             "status": resp[0],
             "latency_ms": round((time.monotonic() - t0) * 1000.0, 1),
             "mutating": call.mutating,

@@ -111,6 +111,8 @@ enum Command {
         #[arg(long, default_value_t = 900, value_name = "SECONDS", env = "SECEP_DEPENDENCY_TIMEOUT")]
         dependency_timeout: u64,
     },
+    /// Print the least-privilege IAM policy the caller needs for this config (JSON, on stdout); needs no AWS access
+    IamPolicy,
     /// Show or move the state (a local file or an S3 object)
     #[command(subcommand)]
     State(StateCommand),
@@ -151,7 +153,7 @@ async fn run(cli: Cli) -> u8 {
     let g = cli.global;
     let parallelism = match cli.command {
         Command::Up { parallelism, .. } | Command::Down { parallelism, .. } => Some(usize::from(parallelism)),
-        Command::Status | Command::Plan | Command::State(_) => None,
+        Command::Status | Command::Plan | Command::State(_) | Command::IamPolicy => None,
     };
     let common = Common {
         config: g.config,
@@ -191,6 +193,7 @@ async fn run(cli: Cli) -> u8 {
             };
             commands::down::run(&common, &args, &console, &stop).await
         }
+        Command::IamPolicy => commands::iam_policy::run(&common),
         Command::State(StateCommand::Show) => commands::state::show(&common, &console).await,
         Command::State(StateCommand::Migrate { to }) => commands::state::migrate(&common, &to, &console).await,
     };

@@ -1,6 +1,7 @@
 //! The commands. Each one loads the config, connects, opens the state, walks the graph and reports.
 
 pub mod down;
+pub mod iam_policy;
 pub mod inspect;
 pub mod state;
 pub mod up;

@@ -6,6 +6,7 @@ mod down;
 mod egress;
 mod half_made;
 mod harness;
+mod iam_policy;
 mod kill;
 mod proxy;
 mod robustness;

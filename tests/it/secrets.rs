@@ -35,7 +35,7 @@ port = 9090
 API_SECRETS
 "#;
 
-fn config(with_secrets: bool) -> String {
+pub(crate) fn config(with_secrets: bool) -> String {
     let (kms, web, api) = if with_secrets {
         (
             format!("kms_key_arn = \"{KEY}\""),
