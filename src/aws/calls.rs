@@ -99,6 +99,33 @@ pub fn is_throttling(status: u16, error_type_header: Option<&str>, body: &[u8]) 
             .is_some_and(|c| crate::resource::ErrorKind::of(c, "") == crate::resource::ErrorKind::Throttled)
 }
 
+/// A quota reached (`LimitExceededException`, `RulesPerSecurityGroupLimitExceeded`, ...) is final: the SDK's
+/// retry classifiers count some of those codes as throttling, so without this an account at its limit would be
+/// retried with backoff, then reported as slow instead of as the quota it is.
+#[derive(Debug)]
+pub struct QuotaIsFinal;
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for QuotaIsFinal {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        let Some(response) = ctx.response() else { return RetryAction::NoActionIndicated };
+        let body = String::from_utf8_lossy(response.body().bytes().unwrap_or_default()).into_owned();
+        match error_code(response.headers().get("x-amzn-errortype"), &body) {
+            Some(code) if crate::resource::ErrorKind::of(code, "") == crate::resource::ErrorKind::Quota => {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "secep: a quota is not throttling"
+    }
+}
+
 /// One per client: `service` names that client's concurrency windows (one for its reads, one for its mutating
 /// calls: AWS throttles them apart, EC2 with separate token buckets).
 #[derive(Debug, Clone)]
@@ -201,6 +228,16 @@ mod tests {
         assert!(is_throttling(400, None, namespaced));
         assert!(is_throttling(400, Some("ThrottlingException:http://internal.amazon.com/coral/"), b""));
         assert!(is_throttling(429, None, b""));
+    }
+
+    #[test]
+    fn a_quota_is_not_throttling() {
+        for body in [
+            &br#"{"__type": "LimitExceededException", "message": "too many"}"#[..],
+            b"<Response><Errors><Error><Code>RulesPerSecurityGroupLimitExceeded</Code></Error></Errors></Response>",
+        ] {
+            assert!(!is_throttling(400, None, body), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

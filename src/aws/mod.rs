@@ -127,6 +127,7 @@ impl Clients {
                 $sdk::Client::from_conf(
                     $sdk::config::Builder::from(&conf)
                         .retry_partition(retry_partition($service))
+                        .retry_classifier(calls::QuotaIsFinal)
                         .interceptor(counter($service))
                         .build(),
                 )

@@ -228,3 +228,18 @@ async fn a_throttled_account_slows_the_deploy_down_instead_of_failing_it() {
     assert_eq!(services.services().iter().filter(|s| s.status() == Some("ACTIVE")).count(), 10);
     p.secep(&["down", "--yes"]).success();
 }
+
+/// Regression: ECS's `LimitExceededException` (a quota: clusters, services per cluster, ...) is on the SDK's list of
+/// throttling codes, so an account at its limit was retried with backoff, then reported as slow. Now the first
+/// answer ends the step, naming the quota.
+#[test]
+fn a_quota_answer_is_reported_as_the_quota_and_not_retried() {
+    let proxy = Proxy::start(&["--strict", "--fail-nth", "CreateCluster:1:LimitExceededException:400"]);
+    let p = Project::from_shipped("secure-endpoints.toml", "quota");
+    let up = p.secep_at(&proxy.url, &["up"]);
+    // Only the first call fails: a retry would have succeeded, and so would the run.
+    assert_eq!(up.code, 1, "{}", up.stderr);
+    assert!(up.stderr.contains("LimitExceededException"), "{}", up.stderr);
+    let attempts = proxy.calls().iter().filter(|c| c["operation"] == "CreateCluster").count();
+    assert_eq!(attempts, 1, "a quota is not retried");
+}
