@@ -118,6 +118,9 @@ impl Clients {
                 "no AWS region is set\n  hint: pass --region, set `region` under [stack] in the config, or export AWS_REGION"
             );
         };
+        if let Some(why) = crate::config::secrets::unsupported_partition(&region) {
+            bail!(why);
+        }
         check_credentials(&conf, target).await?;
         let calls = Arc::new(CallCounts::default());
         let counter = |service| calls::CallCounter { counts: calls.clone(), windows: windows.clone(), service };

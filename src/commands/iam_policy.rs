@@ -176,6 +176,8 @@ pub fn actions_for(service: &str, operation: &str) -> Option<Vec<&'static str>> 
 pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
     let stack = &config.stack.name;
     let account = "${aws:PrincipalAccount}";
+    // A region named, its partition; else (`*`) the commercial one.
+    let partition = crate::config::secrets::partition_of(region);
     let actions = |scope: Scope| -> Vec<&str> {
         let mut out: Vec<&str> =
             TABLE.iter().filter(|(.., s)| *s == scope).flat_map(|(_, _, actions, _)| actions.iter().copied()).collect();
@@ -210,11 +212,11 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
         }),
         json!({
             "Sid": "EcsServiceLinkedRoleOnce", "Effect": "Allow", "Action": actions(Scope::LinkedRole),
-            "Resource": "arn:aws:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS",
+            "Resource": format!("arn:{partition}:iam::*:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"),
             "Condition": { "StringEquals": { "iam:AWSServiceName": "ecs.amazonaws.com" } },
         }),
     ];
-    let log_group = format!("arn:aws:logs:{region}:{account}:log-group:{}", log_group_name(stack));
+    let log_group = format!("arn:{partition}:logs:{region}:{account}:log-group:{}", log_group_name(stack));
     let mut log_actions = actions(Scope::LogGroup);
     log_actions.push("logs:TagResource");
     log_actions.sort();
@@ -227,7 +229,7 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
     match &config.stack.execution_role_arn {
         Some(arn) => passed.push(arn.clone()),
         None => {
-            let role = format!("arn:aws:iam::{account}:role/secep/{}", execution_role_name(stack));
+            let role = format!("arn:{partition}:iam::{account}:role/secep/{}", execution_role_name(stack));
             let mut role_actions = actions(Scope::Role);
             role_actions.push("iam:TagRole");
             role_actions.sort();
@@ -247,11 +249,11 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
     if let Location::S3 { bucket, key } = state {
         statements.push(json!({
             "Sid": "TheState", "Effect": "Allow", "Action": actions(Scope::State),
-            "Resource": format!("arn:aws:s3:::{bucket}/{key}*"),
+            "Resource": format!("arn:{partition}:s3:::{bucket}/{key}*"),
         }));
         statements.push(json!({
             "Sid": "TheStateBucketsRegion", "Effect": "Allow", "Action": actions(Scope::StateBucket),
-            "Resource": format!("arn:aws:s3:::{bucket}"),
+            "Resource": format!("arn:{partition}:s3:::{bucket}"),
         }));
         if let Some(key) = &config.state.kms_key_id {
             statements.push(json!({
@@ -266,6 +268,9 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
 pub fn run(common: &Common) -> Result<u8> {
     let config = Config::load(&common.config)?;
     let region = common.target.region.clone().or_else(|| config.stack.region.clone()).unwrap_or_else(|| "*".into());
+    if let Some(why) = crate::config::secrets::unsupported_partition(&region) {
+        anyhow::bail!(why);
+    }
     let document = policy(&config, &region, &state_location(common, &config));
     println!("{}", serde_json::to_string_pretty(&document).expect("a policy serialises"));
     Ok(exit::OK)
@@ -295,6 +300,8 @@ mod tests {
                 assert!(granted.iter().any(|g| g == action), "{service}:{op} needs {action}");
             }
         }
+        let gov = policy(&config, "us-gov-west-1", &Location::parse("s3://team/k.json").unwrap()).to_string();
+        assert!(gov.contains("arn:aws-us-gov:iam::") && !gov.contains("arn:aws:"), "ARNs in the region's partition");
         let text = doc.to_string();
         assert!(!text.contains("\"Action\":\"*\"") && !text.contains("ec2:*"), "no wildcard actions");
         assert!(text.contains("arn:aws:iam::${aws:PrincipalAccount}:role/secep/secure-endpoints-ecs-execution"));

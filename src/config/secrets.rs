@@ -72,6 +72,16 @@ pub fn partition_of(region: &str) -> &'static str {
     }
 }
 
+/// Partitions other than these are refused before any call: the China partition's endpoint service names differ
+/// (`cn.com.amazonaws.…` for some services) and nobody has deployed secep there.
+pub fn unsupported_partition(region: &str) -> Option<String> {
+    (partition_of(region) == "aws-cn").then(|| {
+        format!(
+            "region {region} is in the AWS China partition (aws-cn), which secep does not support: its VPC endpoint service names differ and are untested\n  hint: deploy to a region of the aws or aws-us-gov partition"
+        )
+    })
+}
+
 /// An environment variable name that looks like it holds a secret.
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();

@@ -101,3 +101,21 @@ fn the_state_table_takes_an_s3_url_and_a_kms_key_and_refuses_a_malformed_one() {
     let err = parse(&format!("{SEED}\n[state]\nurl = \"state.json\"\nkms_key_id = \"k\"\n")).unwrap_err().to_string();
     assert!(err.contains("state.kms_key_id") && err.contains("only applies to an S3 state"), "{err}");
 }
+
+#[test]
+fn the_china_partition_is_refused_up_front_and_gov_cloud_gets_its_arns() {
+    let err =
+        parse(&SEED.replace("name = \"secure-endpoints\"\n", "name = \"secure-endpoints\"\nregion = \"cn-north-1\"\n"))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("stack.region") && err.contains("China partition"), "{err}");
+    let gov = parse(
+        &SEED.replace("name = \"secure-endpoints\"\n", "name = \"secure-endpoints\"\nregion = \"us-gov-west-1\"\n"),
+    )
+    .unwrap();
+    assert_eq!(gov.stack.region.as_deref(), Some("us-gov-west-1"));
+    assert_eq!(
+        crate::model::execution_policy_arn("us-gov-west-1"),
+        "arn:aws-us-gov:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+    );
+}

@@ -169,6 +169,8 @@ fn check_region(config: &Config, spans: &Spans, problems: &mut Problems) {
                 span.clone(),
                 format!("`{region}` is not an AWS region name such as `us-east-1`"),
             );
+        } else if let Some(why) = super::secrets::unsupported_partition(region) {
+            problems.add("stack.region", span.clone(), why.replace("\n  hint:", ";"));
         }
     }
 }

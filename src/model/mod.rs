@@ -24,7 +24,11 @@ pub struct Node {
 
 /// The interface endpoints a task in a private subnet needs to pull from ECR and ship logs (S3 is a gateway).
 pub const INTERFACE_ENDPOINTS: [&str; 3] = ["ecr.api", "ecr.dkr", "logs"];
-pub const EXECUTION_POLICY_ARN: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+/// AWS's managed execution policy, in the region's partition.
+pub fn execution_policy_arn(region: &str) -> String {
+    let partition = crate::config::secrets::partition_of(region);
+    format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+}
 pub const HTTPS: u16 = 443;
 
 /// Every node the config asks for, in a deterministic order.
@@ -132,7 +136,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
                 NodeId::ExecutionRole,
                 Spec::ExecutionRole(execution_role::Spec {
                     name: execution_role_name(stack),
-                    policy_arn: EXECUTION_POLICY_ARN.into(),
+                    policy_arn: execution_policy_arn(region),
                     secrets: secret_grants(config),
                 }),
                 vec![],
