@@ -18,6 +18,8 @@ pub enum NodeId {
     Vpc,
     /// `vpc-dns`: the VPC's DNS support and DNS hostnames attributes.
     VpcDns,
+    /// `vpc-default-sg`: the VPC's default security group, kept without rules.
+    DefaultGroup,
     /// `subnet/<az>`: the private subnet of an AZ.
     Subnet(String),
     /// `public-subnet/<az>` (NAT mode).
@@ -73,6 +75,7 @@ impl NodeId {
             NodeId::LinkedRole(_) => Kind::LinkedRole,
             NodeId::Vpc => Kind::Vpc,
             NodeId::VpcDns => Kind::VpcDns,
+            NodeId::DefaultGroup => Kind::DefaultGroup,
             NodeId::Subnet(_) | NodeId::PublicSubnet(_) => Kind::Subnet,
             NodeId::InternetGateway => Kind::InternetGateway,
             NodeId::RouteTable(_) => Kind::RouteTable,
@@ -145,6 +148,7 @@ impl fmt::Display for NodeId {
             NodeId::LinkedRole(s) => write!(f, "linked-role/{s}"),
             NodeId::Vpc => f.write_str("vpc"),
             NodeId::VpcDns => f.write_str("vpc-dns"),
+            NodeId::DefaultGroup => f.write_str("vpc-default-sg"),
             NodeId::Subnet(az) => write!(f, "subnet/{az}"),
             NodeId::PublicSubnet(az) => write!(f, "public-subnet/{az}"),
             NodeId::InternetGateway => f.write_str("igw"),
@@ -198,6 +202,7 @@ impl FromStr for NodeId {
         let id = match (kind, name) {
             ("vpc", None) => NodeId::Vpc,
             ("vpc-dns", None) => NodeId::VpcDns,
+            ("vpc-default-sg", None) => NodeId::DefaultGroup,
             ("igw", None) => NodeId::InternetGateway,
             ("cluster", None) => NodeId::Cluster,
             ("namespace", None) => NodeId::Namespace,
@@ -268,6 +273,7 @@ mod tests {
             "linked-role/ecs",
             "vpc",
             "vpc-dns",
+            "vpc-default-sg",
             "subnet/us-east-1a",
             "public-subnet/us-east-1b",
             "igw",

@@ -48,6 +48,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
     );
     push(NodeId::Vpc, Spec::Vpc(vpc::Spec { cidr: config.network.cidr.to_string(), name: stack.clone() }), vec![]);
     push(NodeId::VpcDns, Spec::VpcDns(vpc_dns::Spec), vec![NodeId::Vpc]);
+    push(NodeId::DefaultGroup, Spec::DefaultGroup(default_group::Spec), vec![NodeId::Vpc]);
     for (i, az) in azs.iter().enumerate() {
         let spec = subnet::Spec { az: az.clone(), cidr: subnet_cidr(config, i), name: format!("{stack}-private-{az}") };
         push(subnets[i].clone(), Spec::Subnet(spec), vec![NodeId::Vpc]);
@@ -443,7 +444,8 @@ pub fn recorded_graph(ids: &[NodeId]) -> Vec<(NodeId, Vec<NodeId>)> {
                 | NodeId::Group(_)
                 | NodeId::EndpointGroup
                 | NodeId::InternetGateway
-                | NodeId::VpcDns => deps.push(NodeId::Vpc),
+                | NodeId::VpcDns
+                | NodeId::DefaultGroup => deps.push(NodeId::Vpc),
                 NodeId::SdService(_) => deps.push(NodeId::Namespace),
                 NodeId::Cluster => deps.extend(all(|i| matches!(i, NodeId::LinkedRole(_)))),
                 NodeId::TaskDef(_) => deps.extend(all(|i| matches!(i, NodeId::ExecutionRole | NodeId::LogGroup))),

@@ -530,6 +530,7 @@ kinds! {
     LinkedRole => linked_role::LinkedRole,
     Vpc => vpc::Vpc,
     VpcDns => vpc_dns::VpcDns,
+    DefaultGroup => default_group::DefaultGroup,
     Subnet => subnet::Subnet,
     InternetGateway => internet_gateway::InternetGateway,
     RouteTable => route_table::RouteTable,

@@ -364,3 +364,41 @@ async fn another_stacks_nat_gateway_is_never_taken_for_this_ones() {
     down_leaves_nothing(&aws, &first, &["--delete-logs"]).await;
     assert_eq!(crate::down::leftovers(&aws, &second).await, Vec::<String>::new());
 }
+
+/// Issue 20: the VPC's default security group admits all traffic among its members and lets everything out, until
+/// secep revokes both (CIS EC2.2). A rule put back by hand is drift that `up` revokes.
+#[tokio::test]
+async fn the_vpcs_default_group_keeps_no_rules() {
+    let aws = aws().await;
+    let p = project("defaultsg", "");
+    p.secep(&["up"]).success();
+    let vpc = stack(&aws, &p).await.vpc;
+    let default_group = || async {
+        let out = aws
+            .ec2
+            .describe_security_groups()
+            .filters(ec2_filter("vpc-id", &vpc))
+            .filters(ec2_filter("group-name", "default"))
+            .send()
+            .await
+            .unwrap();
+        out.security_groups()[0].clone()
+    };
+    let group = default_group().await;
+    assert!(group.ip_permissions().is_empty() && group.ip_permissions_egress().is_empty(), "{group:?}");
+
+    let id = group.group_id().unwrap();
+    aws.ec2
+        .authorize_security_group_ingress()
+        .group_id(id)
+        .ip_protocol("-1")
+        .cidr_ip("10.40.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let status = p.secep(&["status"]);
+    assert!(status.code == 2 && status.stdout.contains("CIS EC2.2"), "{}", status.stdout);
+    p.secep(&["up"]).success();
+    assert!(default_group().await.ip_permissions().is_empty(), "up revoked the hand-added rule");
+    p.secep(&["down", "--yes", "--delete-logs"]).success();
+}

@@ -120,7 +120,7 @@ async fn a_killed_holders_lock_is_reported_and_force_unlock_then_up_converges() 
 async fn up_killed_and_resumed_with_an_s3_state_leaves_no_duplicate() {
     let aws = aws().await;
     let (bucket, url) = bucket(&aws).await;
-    for k in [1, 9, 18, 27, 36] {
+    for k in [1, 9, 18, 27, 37] {
         let p = Project::from_shipped("secure-endpoints.toml", &format!("s3resume{k}"));
         let url = url.replace("secure-endpoints", &p.stack);
         let proxy = Proxy::start(&["--strict"]);

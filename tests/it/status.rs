@@ -213,16 +213,16 @@ async fn plan_lists_every_node_as_create_then_nothing_and_never_mutates() {
     assert_eq!(fresh.code, 2, "pending changes exit 2: {}", fresh.stderr);
     let json = fresh.json();
     let nodes = json["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 37);
+    assert_eq!(nodes.len(), 38);
     assert!(nodes.iter().all(|n| n["action"] == "create"), "{nodes:?}");
-    assert_eq!(json["summary"]["create"], 37);
+    assert_eq!(json["summary"]["create"], 38);
     assert!(mutating_calls(&proxy).is_empty(), "plan must not change anything");
 
     p.secep(&["up"]).success();
     let after = p.secep_at(&proxy.url, &["plan"]);
     assert_eq!(after.code, 0, "{}", after.stdout);
     assert!(
-        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 37 unchanged"),
+        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 38 unchanged"),
         "{}",
         after.stdout
     );

@@ -212,7 +212,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let p = Project::from_shipped("secure-endpoints.toml", "seed");
     let wire = Proxy::start(&[]);
     let first = p.secep_at(&wire.url, &["up"]).success();
-    assert!(first.stderr.contains("Deployed 32 created"), "{}", first.stderr);
+    assert!(first.stderr.contains("Deployed 33 created"), "{}", first.stderr);
     let ns = &p.namespace;
     assert!(first.stdout.contains(&format!("service1.{ns}:8080")), "endpoints are printed: {}", first.stdout);
 
@@ -249,7 +249,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let second = p.secep_at(&proxy.url, &["up", "--json"]).success();
     let summary = second.json();
     assert_eq!(summary["summary"]["created"], 0);
-    assert_eq!(summary["summary"]["unchanged"], 32);
+    assert_eq!(summary["summary"]["unchanged"], 33);
     let mutating: Vec<_> = proxy.calls().into_iter().filter(|c| c["mutating"] == true).collect();
     assert!(mutating.is_empty(), "a no-op up made mutating calls: {mutating:?}");
     assert!(second.stderr.contains("Up to date"), "{}", second.stderr);
