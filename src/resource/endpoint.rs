@@ -35,11 +35,17 @@ pub struct Facts {
     pub route_tables: BTreeSet<String>,
     pub groups: BTreeSet<String>,
     pub private_dns: bool,
+    /// The endpoint policy as EC2 has it (`None`: none reported).
+    pub policy: Option<serde_json::Value>,
+    /// The account that owns the endpoint (its interface endpoints admit that account's principals only).
+    pub account: Option<String>,
 }
 
 impl Facts {
     pub fn of(v: &VpcEndpoint) -> Facts {
         Facts {
+            policy: v.policy_document().and_then(|d| serde_json::from_str(d).ok()),
+            account: v.owner_id().map(str::to_string),
             service_name: v.service_name().unwrap_or_default().to_string(),
             gateway: v.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway),
             state: v.state().map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default(),
@@ -49,6 +55,41 @@ impl Facts {
             private_dns: v.private_dns_enabled().unwrap_or(false),
         }
     }
+}
+
+/// What an endpoint lets through; AWS's default policy lets anyone do anything through it, so with egress to the S3
+/// prefix list any task could read or write any bucket in the region. The S3 gateway endpoint lets through only
+/// what ECR image pulls need (its layer bucket); an interface endpoint only principals of the account (`None` while
+/// the account is not known yet: the update after the create sets it).
+pub fn policy(spec: &Spec, region: &str, account: Option<&str>) -> Option<serde_json::Value> {
+    if spec.gateway {
+        let partition = crate::config::secrets::partition_of(region);
+        return Some(serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "EcrImageLayersOnly", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                "Resource": format!("arn:{partition}:s3:::prod-{region}-starport-layer-bucket/*"),
+            }],
+        }));
+    }
+    let account = account?;
+    Some(serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ThisAccountsPrincipalsOnly", "Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*",
+            "Condition": { "StringEquals": { "aws:PrincipalAccount": account } },
+        }],
+    }))
+}
+
+/// The region of `com.amazonaws.<region>.<service>`.
+fn region_of(service_name: &str) -> Option<&str> {
+    service_name.split('.').nth(2)
+}
+
+/// The policy this endpoint should have, from what the read found.
+fn wanted_policy(spec: &Spec, facts: &Facts) -> Option<serde_json::Value> {
+    policy(spec, region_of(&facts.service_name)?, facts.account.as_deref())
 }
 
 /// Endpoints in these states are gone, or never will be usable: not this node's resource any more.
@@ -82,6 +123,8 @@ pub enum Change {
     },
     /// Without private DNS the usual service names resolve to public addresses the tasks' egress blocks.
     PrivateDnsOff,
+    /// The policy is not the stack's (AWS's default full access, or edited).
+    Policy,
     /// Not usable yet (`pending`): until it is `available` with private DNS, image pulls and logs time out, so the
     /// update waits for it and no ECS service starts before.
     NotAvailable(String),
@@ -111,6 +154,7 @@ impl fmt::Display for Change {
             Change::RouteTables { add, remove } => delta(f, "route tables", add, remove),
             Change::Groups { add, remove } => delta(f, "security groups", add, remove),
             Change::PrivateDnsOff => f.write_str("private DNS is off"),
+            Change::Policy => f.write_str("its policy lets through more than the stack needs (AWS's default: anything)"),
             Change::NotAvailable(state) => write!(f, "is {state}, not available"),
         }
     }
@@ -190,6 +234,11 @@ impl Resource for Endpoint {
             changes.push(Change::Type { gateway: facts.gateway });
             return changes;
         }
+        if let Some(want) = wanted_policy(spec, facts)
+            && facts.policy.as_ref() != Some(&want)
+        {
+            changes.push(Change::Policy);
+        }
         if spec.gateway {
             let tables = cx.dep_ids(|d| matches!(d, NodeId::RouteTable(_)));
             if let Some((add, remove)) = tables.and_then(|want| differ(&want, &facts.route_tables)) {
@@ -228,6 +277,11 @@ impl Resource for Endpoint {
             .service_name(&service_name)
             .client_token(salt.token(&ctx.stack, &node.id))
             .tag_specifications(ec2_tags(ctx, ResourceType::VpcEndpoint, &node.id, &name));
+        // The account is known once the service-linked role is recorded; else the update after this sets it.
+        let account = ctx.arn_of(&NodeId::LinkedRole("ecs".into())).ok().and_then(|a| a.split(':').nth(4).map(String::from));
+        if let Some(document) = policy(spec, &ctx.clients.region, account.as_deref()) {
+            request = request.policy_document(document.to_string());
+        }
         if spec.gateway {
             request = request.vpc_endpoint_type(VpcEndpointType::Gateway);
             for table in node.deps.iter().filter(|d| matches!(d, NodeId::RouteTable(_))) {
@@ -253,7 +307,7 @@ impl Resource for Endpoint {
     async fn update(
         ctx: &Ctx,
         node: &Node,
-        _spec: &Spec,
+        spec: &Spec,
         live: &View<'_, Facts>,
         changes: &[Change],
     ) -> Result<Option<Created>> {
@@ -275,6 +329,10 @@ impl Resource for Endpoint {
                     request.set_add_security_group_ids(some(add)).set_remove_security_group_ids(some(remove))
                 }
                 Change::PrivateDnsOff => request.private_dns_enabled(true),
+                Change::Policy => match wanted_policy(spec, live.facts) {
+                    Some(document) => request.policy_document(document.to_string()),
+                    None => request,
+                },
                 Change::Service { .. } | Change::Type { .. } => {
                     bail!("{}: {change}: AWS cannot change that in place; the endpoint must be replaced", node.id)
                 }
@@ -444,6 +502,8 @@ mod tests {
             route_tables: BTreeSet::new(),
             groups: set(&["sg-e"]),
             private_dns: true,
+            policy: policy(&interface().1, "us-east-1", Some("123456789012")),
+            account: Some("123456789012".into()),
         }
     }
 
@@ -457,7 +517,22 @@ mod tests {
             groups: BTreeSet::new(),
             // What the emulator answers for a gateway endpoint: not compared.
             private_dns: true,
+            policy: policy(&gateway().1, "us-east-1", None),
+            account: Some("123456789012".into()),
         }
+    }
+
+    #[test]
+    fn an_endpoint_with_aws_s_default_policy_is_narrowed() {
+        let (node, spec) = gateway();
+        let open = Facts { policy: Some(serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]})), ..gateway_facts() };
+        assert_eq!(compare(&node, &spec, &open, &refs()), [Change::Policy]);
+        let doc = policy(&spec, "us-east-1", None).unwrap().to_string();
+        assert!(doc.contains("arn:aws:s3:::prod-us-east-1-starport-layer-bucket/*") && doc.contains("s3:GetObject"));
+        let (node, spec) = interface();
+        let none = Facts { policy: None, ..interface_facts() };
+        assert_eq!(compare(&node, &spec, &none, &refs()), [Change::Policy]);
+        assert!(policy(&spec, "us-east-1", Some("123456789012")).unwrap().to_string().contains("aws:PrincipalAccount"));
     }
 
     fn compare(node: &Node, spec: &Spec, facts: &Facts, refs: &BTreeMap<NodeId, Record>) -> Vec<Change> {

@@ -152,10 +152,22 @@ async fn endpoints_mode_reaches_ecr_logs_and_s3_privately_with_least_privilege_e
     let mut gateway_tables = Vec::new();
     for e in endpoints.vpc_endpoints() {
         let service = e.service_name().unwrap().rsplit_once("us-east-1.").unwrap().1.to_string();
+        // Issue 20: no endpoint keeps AWS's default policy (anyone may do anything through it).
+        let policy: serde_json::Value = serde_json::from_str(e.policy_document().unwrap_or("null")).unwrap();
+        let statements = policy["Statement"].as_array().unwrap_or_else(|| panic!("{service}: no policy: {policy}"));
+        assert_eq!(statements.len(), 1, "{service}: {policy}");
         if service == "s3" {
             assert_eq!(e.vpc_endpoint_type().map(|t| t.as_str()), Some("Gateway"));
             gateway_tables = e.route_table_ids().to_vec();
+            assert_eq!(statements[0]["Action"], "s3:GetObject", "only image layers through S3");
+            assert_eq!(statements[0]["Resource"], "arn:aws:s3:::prod-us-east-1-starport-layer-bucket/*");
         } else {
+            let account = e.owner_id().expect("the endpoint's account");
+            assert_eq!(
+                statements[0]["Condition"],
+                serde_json::json!({"StringEquals": {"aws:PrincipalAccount": account}}),
+                "{service}: only the account's principals"
+            );
             assert_eq!(e.vpc_endpoint_type().map(|t| t.as_str()), Some("Interface"), "{service}");
             assert_eq!(e.private_dns_enabled(), Some(true), "{service}");
             assert_eq!(e.subnet_ids().iter().cloned().collect::<BTreeSet<_>>(), private, "{service}");
@@ -209,6 +221,19 @@ async fn endpoints_mode_reaches_ecr_logs_and_s3_privately_with_least_privilege_e
     let status = p.secep(&["status"]);
     assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
     assert!(status.stdout.contains("Egress: VPC endpoints"), "{}", status.stdout);
+
+    // An endpoint policy opened by hand (AWS's default: anything) is drift that `up` narrows again.
+    let s3 = endpoints.vpc_endpoints().iter().find(|e| e.service_name().unwrap().ends_with(".s3")).unwrap();
+    let s3_id = s3.vpc_endpoint_id().unwrap();
+    let open =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}"#;
+    aws.ec2.modify_vpc_endpoint().vpc_endpoint_id(s3_id).policy_document(open).send().await.unwrap();
+    let status = p.secep(&["status"]);
+    assert!(status.code == 2 && status.stdout.contains("policy lets through more"), "{}", status.stdout);
+    p.secep(&["up"]).success();
+    let again = aws.ec2.describe_vpc_endpoints().vpc_endpoint_ids(s3_id).send().await.unwrap();
+    let doc = again.vpc_endpoints()[0].policy_document().unwrap().to_string();
+    assert!(doc.contains("starport-layer-bucket") && !doc.contains(r#""Action":"*""#), "narrowed again: {doc}");
 
     // down removes everything but the log group, which it keeps (logs outlive deployments) and says so.
     let stderr = down_leaves_nothing(&aws, &p, &[]).await;
