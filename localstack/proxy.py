@@ -36,10 +36,14 @@ from typing import Any
 
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113"
 SD_PREFIX = "Route53AutoNaming_v20170314"
-AWS_SERVICES = ("ec2", "ecs", "servicediscovery")
+# ELBv2 speaks awsQuery under the SigV4 scope `elasticloadbalancing`, which classic ELB shares: its Version tells them
+# apart. Logged as service `elbv2`.
+ELBV2_VERSION = "2015-12-01"
+ELBV2_XMLNS = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
+AWS_SERVICES = ("ec2", "ecs", "servicediscovery", "elbv2")
 READ_PREFIXES = ("Describe", "List", "Get", "Discover")
-THROTTLE_CLASSES = tuple(f"{s}-{k}" for s in ("ec2", "ecs", "sd") for k in ("mutating", "read"))
-CLASS_PREFIX = {"ec2": "ec2", "ecs": "ecs", "servicediscovery": "sd"}
+THROTTLE_CLASSES = tuple(f"{s}-{k}" for s in ("ec2", "ecs", "sd", "elbv2") for k in ("mutating", "read"))
+CLASS_PREFIX = {"ec2": "ec2", "ecs": "ecs", "servicediscovery": "sd", "elbv2": "elbv2"}
 RULES = (
     "sg-referenced",  # EC2 DeleteSecurityGroup referenced by another group's rule
     "eni-in-use",  # EC2 DeleteSecurityGroup/DeleteSubnet used by live/just-deleted ECS services
@@ -49,6 +53,11 @@ RULES = (
     "service-idempotency",  # ECS CreateService name clash / clientToken replay
     "operation-pending",  # Cloud Map GetOperation PENDING for a while
     "teardown-edges",  # EC2 ReleaseAddress of an address already released through the proxy -> AuthFailure (401)
+    # ELBv2 internet-facing CreateLoadBalancer needs an IGW; ECS loadBalancers need a target group that an LB uses
+    "lb-rules",
+    # EC2 DeleteSecurityGroup/DeleteSubnet/DetachInternetGateway held by a live load balancer, and by a deleted one's
+    # ENIs for lb_eni_linger_seconds
+    "lb-eni-linger",
     # AWS's clock: each acts only while its duration knob (CLOCK below) is > 0.
     "id-propagation",  # a new EC2 id is NotFound for a while
     "linked-role-propagation",  # a new ECS service-linked role cannot be assumed for a while
@@ -76,6 +85,8 @@ CLOCK: dict[str, tuple[float, str]] = {
     "rollout_seconds": (120.0, "rollout"),
     # ENIs of just-stopped Fargate tasks (terraform-provider-aws#9495)
     "eni_linger_seconds": (60.0, "eni-in-use"),
+    # a deleted load balancer's ENIs "can take a while to go away (some minutes)" (terraform-provider-aws#40)
+    "lb_eni_linger_seconds": (120.0, "lb-eni-linger"),
 }
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -87,9 +98,12 @@ LOG_PARAMS = {
             "InternetGatewayId", "RouteTableId", "AssociationId", "DestinationCidrBlock",
             "GatewayId", "Attribute"),
     "ecs": ("cluster", "clusterName", "serviceName", "service", "family", "taskDefinition",
-            "clientToken", "desiredCount", "force", "networkConfiguration", "serviceRegistries"),
+            "clientToken", "desiredCount", "force", "networkConfiguration", "serviceRegistries", "loadBalancers",
+            "healthCheckGracePeriodSeconds"),
     "servicediscovery": ("Id", "Name", "NamespaceId", "ServiceId", "InstanceId",
                          "OperationId", "CreatorRequestId", "Vpc"),
+    "elbv2": ("Name", "LoadBalancerArn", "TargetGroupArn", "ListenerArn", "RuleArn", "Scheme", "Type", "TargetType",
+              "Protocol", "Port", "VpcId"),
 }
 DEFAULT_STATUS = {
     "InternalError": 500, "InternalFailure": 500, "ServerException": 500,
@@ -131,10 +145,16 @@ DEFAULTS: dict[str, Any] = {
     **{knob: None for knob in CLOCK},
     "clock_scale": 0.0,
     "unpullable_images": ["unpullable"],  # image substrings whose pull fails (rollout): markers for tests
+    # image substrings whose tasks start but fail their load balancer's health checks (rollout, services with
+    # loadBalancers only): markers for tests
+    "unhealthy_images": ["unhealthy"],
     # Kill switch: SIGKILL `kill_pid` right after the Kth successful mutating answer reached it, then answer every
     # later call 503 without forwarding (so nothing the dead client had in flight reaches the upstream).
     "kill_after_mutating": None,
     "kill_pid": None,
+    # An account-level CloudWatch Logs retention (days): DescribeLogGroups reports it for every group, whatever
+    # PutRetentionPolicy set (shared/notes/real-aws.md, "Partitions, names, quotas, permissions").
+    "logs_account_retention_days": None,
 }
 STARTUP_ONLY = {"port", "call_log", "watch_pid", "quiet"}
 
@@ -239,16 +259,16 @@ def normalize(raw: dict[str, Any], allow_startup: bool = False) -> dict[str, Any
             out[key] = None if v is None else _num(key, v)  # null: back to the scaled default
         elif key in ("latency_ms", "clock_scale"):
             out[key] = _num(key, v)
-        elif key == "unpullable_images":
+        elif key in ("unpullable_images", "unhealthy_images"):
             v = [v] if isinstance(v, str) else v
             if not isinstance(v, list) or not all(isinstance(m, str) and m for m in v):
-                raise ValueError(f"unpullable_images: expected a list of non-empty strings, got {v!r}")
+                raise ValueError(f"{key}: expected a list of non-empty strings, got {v!r}")
             out[key] = list(v)
         elif key == "fault_rate":
             out[key] = _num(key, v, 0.0, 1.0)
         elif key == "fault_seed":
             out[key] = None if v is None else int(v)
-        elif key in ("kill_after_mutating", "kill_pid"):
+        elif key in ("kill_after_mutating", "kill_pid", "logs_account_retention_days"):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{key}: expected a positive integer or null, got {v!r}")
             out[key] = v
@@ -375,7 +395,8 @@ def classify(method: str, path: str, headers: Any, body: bytes) -> Call:
         c.operation = form["Action"]
         c.params = form
         is_ec2 = scope_service == "ec2" or (scope_service is None and c.operation in ec2_operations())
-        c.service = "ec2" if is_ec2 else "other"
+        is_elbv2 = scope_service == "elasticloadbalancing" and form.get("Version") == ELBV2_VERSION
+        c.service = "ec2" if is_ec2 else "elbv2" if is_elbv2 else "other"
         c.protocol = "ec2" if is_ec2 else "query"
         return c
     # smithy rpc-v2-cbor (newer SDKs can prefer it for Cloud Map): classified for
@@ -424,8 +445,9 @@ def error_response(call: Call, code: str, message: str, status: int) -> Response
         return status, [("Content-Type", "text/xml;charset=UTF-8")], body
     if call.protocol == "query":
         err_type = "Receiver" if status >= 500 else "Sender"
+        xmlns = ELBV2_XMLNS if call.service == "elbv2" else "https://aws.amazon.com/"
         body = (
-            f'<ErrorResponse xmlns="https://aws.amazon.com/"><Error><Type>{err_type}</Type><Code>{_xml(code)}</Code>'
+            f'<ErrorResponse xmlns="{xmlns}"><Error><Type>{err_type}</Type><Code>{_xml(code)}</Code>'
             f"<Message>{_xml(message)}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
         ).encode()
         return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", rid)], body
@@ -596,6 +618,8 @@ class State:
                 if b[0] < 1.0:
                     if call.service == "ec2":
                         return ("throttle", "RequestLimitExceeded", 503), None
+                    if call.service == "elbv2":  # ELB's own code, as botocore's retry handler knows it
+                        return ("throttle", "Throttling", 400), None
                     # Cloud Map documents RequestLimitExceeded for DiscoverInstances only.
                     code = "RequestLimitExceeded" if op == "DiscoverInstances" else "ThrottlingException"
                     return ("throttle", code, 400), None
@@ -685,7 +709,19 @@ def check_rules(state: State, call: Call) -> None:
     """Raise RuleViolation / Replay when real AWS would not do what moto does."""
     op, p = call.operation, call.params
     svc = call.service
-    if svc == "ec2" and op in ("DeleteSecurityGroup", "DeleteSubnet"):
+    if svc == "ecs" and op in ("CreateService", "UpdateService") and p.get("loadBalancers") \
+            and state.rule_on("lb-rules"):
+        _check_target_groups(state, call)
+    if svc == "elbv2" and op == "CreateLoadBalancer" and state.rule_on("lb-rules"):
+        _check_internet_gateway(state, call)
+    elif svc == "ec2" and op == "DetachInternetGateway" and state.rule_on("lb-eni-linger"):
+        # An internet-facing load balancer's ENIs hold public addresses in the VPC (and linger after its delete).
+        vpc = p.get("VpcId", "")
+        holder = _lb_holder(state, call, lambda lb: lb["vpc"] == vpc and lb["scheme"] == "internet-facing")
+        if vpc and holder:
+            log(f"lb-eni-linger: detaching {p.get('InternetGatewayId')} from {vpc} blocked by {holder}")
+            raise RuleViolation("lb-eni-linger", "DependencyViolation", IGW_MAPPED.format(vpc))
+    elif svc == "ec2" and op in ("DeleteSecurityGroup", "DeleteSubnet"):
         res_id = p.get("GroupId") if op == "DeleteSecurityGroup" else p.get("SubnetId")
         if op == "DeleteSecurityGroup" and not res_id and p.get("GroupName"):
             try:
@@ -718,6 +754,14 @@ def check_rules(state: State, call: Call) -> None:
                 if op == "DeleteSecurityGroup":
                     raise RuleViolation("eni-in-use", "DependencyViolation", f"resource {res_id} has a dependent object")
                 raise RuleViolation("eni-in-use", "DependencyViolation",
+                                    f"The subnet '{res_id}' has dependencies and cannot be deleted.")
+        if state.rule_on("lb-eni-linger"):
+            holder = _lb_holder(state, call, lambda lb: res_id in lb["subnets"] or res_id in lb["groups"])
+            if holder:
+                log(f"lb-eni-linger: {res_id} blocked by {holder}")
+                if op == "DeleteSecurityGroup":
+                    raise RuleViolation("lb-eni-linger", "DependencyViolation", f"resource {res_id} has a dependent object")
+                raise RuleViolation("lb-eni-linger", "DependencyViolation",
                                     f"The subnet '{res_id}' has dependencies and cannot be deleted.")
     elif svc == "ec2" and op == "ReleaseAddress" and state.rule_on("teardown-edges"):
         # AWS hands a released address back to the pool; releasing it again fails AuthFailure once another account
@@ -838,6 +882,111 @@ def _eni_blocker(state: State, call: Call, res_id: str) -> str | None:
     return None
 
 
+# -- load balancers (lb-rules, lb-eni-linger) ------------------------------------
+
+TG_NO_LB = "The target group with targetGroupArn {} does not have an associated load balancer."
+IGW_MAPPED = ("Network {} has some mapped public address(es). Please unmap those public address(es) before detaching "
+              "the gateway.")
+
+
+def _error_code(e: Exception) -> str | None:
+    return (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+
+
+def _lb_subnets(params: dict[str, Any]) -> list[str]:
+    """A CreateLoadBalancer/SetSubnets request's subnets: Subnets.member.N, or SubnetMappings.member.N.SubnetId."""
+    pat = re.compile(r"^SubnetMappings\.member\.(\d+)\.SubnetId$")
+    mapped = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pat.match(k)))
+    return _indexed(params, "Subnets.member") + [v for _, v in mapped]
+
+
+def _check_internet_gateway(state: State, call: Call) -> None:
+    # An internet-facing load balancer (the default scheme) needs an internet gateway attached to its VPC; moto does
+    # not check (gateway load balancers have no scheme).
+    p = call.params
+    if p.get("Type") == "gateway" or (p.get("Scheme") or "internet-facing") != "internet-facing":
+        return
+    subnets = _lb_subnets(p)
+    if not subnets:
+        return
+    ec2 = state.client("ec2", call)
+    try:
+        vpcs = sorted({s["VpcId"] for s in ec2.describe_subnets(SubnetIds=subnets)["Subnets"]})
+        bare = [v for v in vpcs if not ec2.describe_internet_gateways(
+            Filters=[{"Name": "attachment.vpc-id", "Values": [v]}])["InternetGateways"]]
+    except Exception:
+        return  # e.g. an unknown subnet: let the upstream answer
+    if bare:
+        raise RuleViolation("lb-rules", "InvalidSubnet", f"VPC {bare[0]} has no internet gateway")
+
+
+def _check_target_groups(state: State, call: Call) -> None:
+    # ECS registers tasks only in a target group that a load balancer uses (a listener or rule forwards to it).
+    for ref in call.params.get("loadBalancers") or []:
+        arn = ref.get("targetGroupArn") if isinstance(ref, dict) else None
+        if arn and _tg_has_lb(state, call, arn) is False:
+            raise RuleViolation("lb-rules", "InvalidParameterException", TG_NO_LB.format(arn))
+
+
+def _tg_has_lb(state: State, call: Call, tg_arn: str) -> bool | None:
+    """Whether a live load balancer uses the target group; None when the upstream cannot tell (unknown group)."""
+    elb = state.client("elbv2", call)
+    try:
+        groups = elb.describe_target_groups(TargetGroupArns=[tg_arn])["TargetGroups"]
+    except Exception:
+        return None
+    # moto keeps a deleted load balancer's ARN in LoadBalancerArns (once per listener/rule): check that each lives.
+    for lb_arn in dict.fromkeys(a for g in groups for a in g.get("LoadBalancerArns") or []):
+        try:
+            if elb.describe_load_balancers(LoadBalancerArns=[lb_arn])["LoadBalancers"]:
+                return True
+        except Exception as e:
+            if _error_code(e) != "LoadBalancerNotFound":
+                return None
+    # moto adds a load balancer to LoadBalancerArns on CreateListener/CreateRule only, never on ModifyListener or
+    # ModifyRule: a listener moved to the group counts too (the live load balancers seen through the proxy).
+    with state.lock:
+        seen = [arn for arn, lb in state.clock.lbs.items() if lb["deleted"] is None and lb["region"] == call.region]
+    for lb_arn in seen:
+        try:
+            for listener in elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]:
+                actions = list(listener.get("DefaultActions") or [])
+                for rule in elb.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]:
+                    actions += rule.get("Actions") or []
+                if any(_forwards_to(a, tg_arn) for a in actions):
+                    return True
+        except Exception as e:
+            if _error_code(e) not in ("LoadBalancerNotFound", "ListenerNotFound"):
+                return None
+    return False
+
+
+def _forwards_to(action: dict[str, Any], tg_arn: str) -> bool:
+    weighted = ((action.get("ForwardConfig") or {}).get("TargetGroups") or [])
+    return action.get("TargetGroupArn") == tg_arn or any(t.get("TargetGroupArn") == tg_arn for t in weighted)
+
+
+def _lb_record(call: Call, scheme: str | None, vpc: str | None, subnets: list[str],
+               groups: list[str]) -> dict[str, Any]:
+    return {"region": call.region, "scheme": scheme or "internet-facing", "vpc": vpc, "subnets": set(subnets),
+            "groups": set(groups), "deleted": None}
+
+
+def _lb_holder(state: State, call: Call, uses: Any) -> str | None:
+    """A load balancer that holds what uses(lb) tests: a live one, or one deleted less than lb_eni_linger_seconds ago
+    (its ENIs linger). Only those seen through the proxy: no scan of the emulator."""
+    linger, now = state.knob("lb_eni_linger_seconds"), time.time()
+    with state.lock:
+        for arn, lb in state.clock.lbs.items():
+            if lb["region"] != call.region or not uses(lb):
+                continue
+            if lb["deleted"] is None:
+                return f"load balancer {arn}"
+            if now - lb["deleted"] < linger:
+                return f"ENIs of load balancer {arn} deleted {now - lb['deleted']:.1f} s ago"
+    return None
+
+
 def before_forward(state: State, call: Call) -> dict[str, Any]:
     """Bookkeeping that needs the state *before* the call is forwarded."""
     memo: dict[str, Any] = {}
@@ -851,7 +1000,36 @@ def before_forward(state: State, call: Call) -> dict[str, Any]:
                 memo["deleted_service"] = {"ids": _awsvpc_ids(svcs[0]), "arn": svcs[0].get("serviceArn")}
         except Exception as e:
             log(f"eni-in-use: could not describe service before delete: {e}")
+    if call.service == "elbv2" and call.operation == "DeleteLoadBalancer" and state.rule_on("lb-eni-linger"):
+        # One the proxy did not see created (another endpoint, or a reset since): read it now, so its ENIs linger.
+        arn = call.params.get("LoadBalancerArn", "")
+        with state.lock:
+            known = arn in state.clock.lbs
+        if arn and not known:
+            try:
+                lb = state.client("elbv2", call).describe_load_balancers(LoadBalancerArns=[arn])["LoadBalancers"][0]
+                rec = _lb_record(call, lb.get("Scheme"), lb.get("VpcId"),
+                                 [z["SubnetId"] for z in lb.get("AvailabilityZones") or [] if z.get("SubnetId")],
+                                 lb.get("SecurityGroups") or [])
+                with state.lock:
+                    state.clock.lbs.setdefault(arn, rec)
+            except Exception as e:
+                log(f"lb-eni-linger: could not describe load balancer before delete: {e}")
     return memo
+
+
+def account_log_retention(state: State, call: Call, resp: Response) -> Response:
+    """An account-level Logs retention: DescribeLogGroups reports it for every group."""
+    days = state.cfg.get("logs_account_retention_days")
+    if not days or resp[0] != 200 or call.scope != "logs" or call.operation != "DescribeLogGroups":
+        return resp
+    try:
+        out = json.loads(resp[2])
+    except ValueError:
+        return resp
+    for group in out.get("logGroups", []):
+        group["retentionInDays"] = days
+    return resp[0], resp[1], json.dumps(out).encode()
 
 
 def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response) -> tuple[Response, str | None]:
@@ -910,7 +1088,38 @@ def after_forward(state: State, call: Call, memo: dict[str, Any], resp: Response
         # Remembered even with teardown-edges off, so it can be switched on later (as CreateService's clientToken).
         with state.lock:
             state.released_allocations.add((call.region, call.access_key, p["AllocationId"]))
+    if call.service == "ecs" and op in ("CreateService", "UpdateService", "DeleteService", "DescribeServices"):
+        resp = grace_period(state, call, resp)
     return after_clock(state, call, memo, resp)
+
+
+def grace_period(state: State, call: Call, resp: Response) -> Response:
+    """moto drops healthCheckGracePeriodSeconds on CreateService (it keeps an UpdateService's): remember the request's
+    and put it back in CreateService and DescribeServices answers while the service lives. Rule or no rule."""
+    op, p = call.operation, call.params
+    with state.lock:
+        if op == "DescribeServices" and not state.clock.grace:
+            return resp
+    try:
+        doc = json.loads(resp[2])
+    except ValueError:
+        return resp
+    services = (doc.get("services") or []) if op == "DescribeServices" else [doc.get("service") or {}]
+    changed = False
+    with state.lock:
+        for s in services:
+            key = _service_key(call, s)
+            if op == "DeleteService" or (op == "CreateService" and "healthCheckGracePeriodSeconds" not in p):
+                state.clock.grace.pop(key, None)
+                continue
+            if op != "DescribeServices" and "healthCheckGracePeriodSeconds" in p:
+                state.clock.grace[key] = p["healthCheckGracePeriodSeconds"]
+            known = state.clock.grace.get(key)
+            live = s.get("status") in ("ACTIVE", "DRAINING")
+            if known is not None and live and "healthCheckGracePeriodSeconds" not in s:
+                s["healthCheckGracePeriodSeconds"] = known
+                changed = True
+    return _json_body(resp, doc) if changed else resp
 
 
 # ---------------------------------------------------------------------------
@@ -947,12 +1156,18 @@ ECR_TIMEOUT = ("ResourceInitializationError: unable to pull secrets or registry 
                "failed: unable to retrieve ecr registry auth: service call has been retried 3 time(s): RequestError: "
                "send request failed caused by: Post \"https://api.ecr.{}.amazonaws.com/\": dial tcp 0.0.0.0:443: i/o timeout")
 CB_REASON = "ECS deployment circuit breaker: tasks failed to start."
+# A task that started but failed its load balancer's health checks (aws/containers-roadmap#612: ECS says so only in
+# stoppedReason, with no stopCode of its own), and how DescribeTargetHealth and the service's events show it.
+ELB_REASON = "Task failed ELB health checks in (target-group {})"
+HC_REASON, HC_DESCRIPTION = "Target.ResponseCodeMismatch", "Health checks failed with these codes: [503]"
+HC_EVENT = "(port {}) is unhealthy in (target-group {}) due to (reason " + HC_DESCRIPTION + ")."
 MAX_EVENTS = 100  # DescribeServices shows a service's latest 100 events
 EPS = 1e-9
 
 
 class Clock:
-    """What the AWS's-clock rules remember. Guarded by State.lock; {"reset": true} forgets all of it."""
+    """What the AWS's-clock rules (and the load balancer rules) remember. Guarded by State.lock; {"reset": true}
+    forgets all of it."""
 
     def __init__(self) -> None:
         self.new_ids: dict[str, float] = {}  # EC2 id -> created
@@ -965,6 +1180,9 @@ class Clock:
         self.released: list[dict[str, Any]] = []  # Cloud Map services an ECS service stopped using: srv, ts, tasks
         self.tasks: dict[str, tuple] = {}  # synthetic task id -> (service key, deployment id, kind, index)
         self.task_defs: dict[str, dict[str, Any]] = {}  # task definition ARN -> family, containers, roles
+        self.lbs: dict[str, dict[str, Any]] = {}  # load balancer ARN -> region, scheme, vpc, subnets, groups, deleted
+        self.grace: dict[tuple, Any] = {}  # (region, cluster, name) -> healthCheckGracePeriodSeconds of CreateService
+        self.subnet_az: dict[str, str] = {}  # subnet id -> its Availability Zone (never changes)
 
 
 def _indexed(params: dict[str, Any], name: str) -> list[str]:
@@ -1297,14 +1515,15 @@ def _egress(state: State, call: Call, subnets: list[str], public_ip: bool) -> tu
 
 
 def _start_failure(state: State, call: Call, info: dict[str, Any] | None, net: dict[str, Any] | None,
-                   now: float) -> tuple[str, float, str | None] | None:
-    """Why a new deployment's tasks cannot start: (stopped reason, until when (inf: never), container), or None."""
+                   now: float, lbs: list[dict[str, Any]]) -> tuple[str, float, str | None, str] | None:
+    """Why a new deployment's tasks fail: (stopped reason, until when (inf: never), container, kind), or None. Kind
+    "start": they cannot start; "elb": they start, then fail the health checks of the service's load balancer."""
     if not info:
         return None
     containers = info["containers"]
     for name, image in containers:
         if any(m in image for m in state.cfg["unpullable_images"]):
-            return CANNOT_PULL.format(image), math.inf, name
+            return CANNOT_PULL.format(image), math.inf, name, "start"
     blockers: list[tuple[float, str, str | None]] = []
     vpc_cfg = (net or {}).get("awsvpcConfiguration") or {}
     subnets = list(vpc_cfg.get("subnets") or [])
@@ -1319,7 +1538,7 @@ def _start_failure(state: State, call: Call, info: dict[str, Any] | None, net: d
     if egress is not None:
         ready, vpcs = egress
         if public and ready is None:
-            return NO_EGRESS.format(public[0][1]), math.inf, public[0][0]
+            return NO_EGRESS.format(public[0][1]), math.inf, public[0][0], "start"
         if public and ready > now:
             blockers.append((ready, NO_EGRESS.format(public[0][1]), public[0][0]))
         if not public and ready is None:  # private ECR through interface endpoints that are still pending
@@ -1333,10 +1552,12 @@ def _start_failure(state: State, call: Call, info: dict[str, Any] | None, net: d
                 since = _role_since(state, call, arn)
             if since is not None and since + window > now:
                 blockers.append((since + window, ROLE_MSG.format(arn), None))
+    if lbs and any(m in image for _, image in containers for m in state.cfg["unhealthy_images"]):
+        return ELB_REASON.format(lbs[0]["tg"]), math.inf, None, "elb"  # for ever: it outlasts any finite blocker
     if not blockers:
         return None
     until, reason, container = max(blockers, key=lambda b: b[0])  # the one that lasts longest
-    return reason, until, container
+    return reason, until, container, "start"
 
 
 def _breaker(params: dict[str, Any]) -> dict[str, bool]:
@@ -1348,12 +1569,19 @@ def _registry_ids(registries: Any) -> list[str]:
     return [_short(r["registryArn"]) for r in registries or [] if isinstance(r, dict) and r.get("registryArn")]
 
 
+def _lb_refs(load_balancers: Any) -> list[dict[str, Any]]:
+    """A service's loadBalancers that name a target group: [{tg, container, port}]."""
+    return [{"tg": r["targetGroupArn"], "container": r.get("containerName"), "port": r.get("containerPort")}
+            for r in load_balancers or [] if isinstance(r, dict) and r.get("targetGroupArn")]
+
+
 def _deployment(dep_id: str, info: dict[str, Any] | None, td: str | None, created: float, net: Any,
-                fail: tuple[str, float, str | None] | None, cb: dict[str, bool], base: dict[str, Any]) -> dict[str, Any]:
+                fail: tuple[str, float, str | None, str] | None, cb: dict[str, bool],
+                base: dict[str, Any]) -> dict[str, Any]:
     return {"id": dep_id, "td": info["arn"] if info else td, "family": info["family"] if info else "",
             "containers": info["containers"] if info else [], "created": created, "net": net, "cb": dict(cb),
             "fail_reason": fail[0] if fail else None, "fail_until": fail[1] if fail else None,
-            "fail_container": fail[2] if fail else None, "base": base,
+            "fail_container": fail[2] if fail else None, "fail_kind": fail[3] if fail else None, "base": base,
             "superseded": None, "frozen": None, "final": None, "rolled_back_to": None}
 
 
@@ -1479,6 +1707,9 @@ def _deployment_events(state: State, svc: dict[str, Any], d: dict[str, Any], ph:
         tid = _tid(d["id"], "fail", j)
         state.clock.tasks[tid] = (svc["key"], d["id"], "fail", j)
         event(d["created"] + (j // n) * wave, "start-fail", j, f"has started 1 tasks: (task {tid}).")
+        if d["fail_kind"] == "elb" and j < ph["failed"] and svc["lbs"]:  # just before ECS stops it
+            lb = svc["lbs"][0]
+            event(d["created"] + (j // n + 1) * wave - 0.001, "unhealthy", j, HC_EVENT.format(lb["port"], lb["tg"]))
     if ph["healthy_from"] is not None and ph["desired"]:
         for i in range(min(ph["running"], MAX_EVENTS)):
             tid = _tid(d["id"], "run", i)
@@ -1544,7 +1775,8 @@ def _after_create_service(state: State, call: Call, resp: Response) -> tuple[Res
     now = time.time()
     net = p.get("networkConfiguration") or s.get("networkConfiguration") or None
     info = _task_def(state, call, s.get("taskDefinition"))
-    fail = _start_failure(state, call, info, net, now)
+    lbs = _lb_refs(p.get("loadBalancers"))
+    fail = _start_failure(state, call, info, net, now, lbs)
     base = {k: deps[0][k] for k in ("launchType", "platformFamily", "platformVersion", "capacityProviderStrategy")
             if deps[0].get(k) is not None}
     key = _service_key(call, s)
@@ -1552,7 +1784,7 @@ def _after_create_service(state: State, call: Call, resp: Response) -> tuple[Res
            "arn": s.get("serviceArn", ""), "region": call.region, "launch_type": s.get("launchType"),
            "desired": int(s.get("desiredCount") or 0), "deleted": None, "cb": _breaker(p),
            "dep_config": p.get("deploymentConfiguration"), "registries": _registry_ids(p.get("serviceRegistries")),
-           "deployments": []}
+           "lbs": lbs, "deployments": []}
     svc["deployments"].append(_deployment(deps[0]["id"], info, s.get("taskDefinition"), now, net, fail, svc["cb"], base))
     with state.lock:
         state.clock.services[key] = svc
@@ -1572,10 +1804,12 @@ def _after_update_service(state: State, call: Call, resp: Response) -> tuple[Res
         if svc is None or svc["deleted"] is not None:
             return resp, None
         current = svc["deployments"][-1]
+        lbs = _lb_refs(p["loadBalancers"]) if "loadBalancers" in p else svc["lbs"]  # a new list replaces the old
     info = _task_def(state, call, p.get("taskDefinition")) if p.get("taskDefinition") else None
-    # These start a deployment (API reference: "triggers a new service deployment"); a count alone does not.
+    # These start a deployment (API reference: "triggers a new service deployment"; a load balancer change starts new
+    # tasks, then stops the old ones); a count alone does not.
     starts = ((info is not None and info["arn"] != current["td"]) or "networkConfiguration" in p
-              or "serviceRegistries" in p or p.get("forceNewDeployment") is True)
+              or "serviceRegistries" in p or "loadBalancers" in p or p.get("forceNewDeployment") is True)
     if "deploymentConfiguration" in p:
         with state.lock:
             svc["dep_config"] = dict(svc["dep_config"] or {}, **p["deploymentConfiguration"])
@@ -1584,8 +1818,9 @@ def _after_update_service(state: State, call: Call, resp: Response) -> tuple[Res
     fail = None
     if starts:
         info = info or _task_def(state, call, current["td"])
-        fail = _start_failure(state, call, info, p.get("networkConfiguration") or current["net"], now)
+        fail = _start_failure(state, call, info, p.get("networkConfiguration") or current["net"], now, lbs)
     with state.lock:
+        svc["lbs"] = lbs
         actions = _advance(svc, now, R)  # a rollback that was due happened before this update
         if starts:
             if p.get("taskDefinition"):
@@ -1688,11 +1923,14 @@ def _task_json(svc: dict[str, Any], d: dict[str, Any], kind: str, i: int, now: f
             "group": f"service:{svc['name']}", "startedBy": d["id"], "launchType": svc["launch_type"],
             "version": 1, "attachments": [], "tags": []}
     reason, failing = None, kind == "fail"
+    elb = failing and d["fail_kind"] == "elb"  # started, then stopped by the scheduler for failed health checks
     if failing:
         start = d["created"] + (i // max(1, ph["desired"])) * R / 3.0
         stopped_at = start + R / 3.0
         reason = d["fail_reason"]
-        stop_code = "TaskFailedToStart"
+        stop_code = "ServiceSchedulerInitiated" if elb else "TaskFailedToStart"
+        if elb:
+            task["startedAt"] = start
     else:
         start = (ph["healthy_from"] or d["created"]) + (i + 1) * R / max(1, ph["desired"])
         listed = _listed(svc, now, R) if svc["deleted"] is None else []
@@ -1711,13 +1949,13 @@ def _task_json(svc: dict[str, Any], d: dict[str, Any], kind: str, i: int, now: f
             task["stoppedReason"] = reason
         status = "STOPPED"
     else:
-        status = "PROVISIONING" if failing else "RUNNING"
+        status = "PROVISIONING" if failing and not elb else "RUNNING"
         task.update(lastStatus=status, desiredStatus="RUNNING")
     task["containers"] = []
     for name, image in d["containers"]:
         c = {"containerArn": f"{arn.replace(':task/', ':container/', 1)}/{uuid.UUID(_md5(tid, name))}", "taskArn": arn,
              "name": name, "image": image, "lastStatus": "PENDING" if status == "PROVISIONING" else status}
-        if reason and status == "STOPPED" and d["fail_container"] in (None, name):
+        if reason and status == "STOPPED" and not elb and d["fail_container"] in (None, name):
             c["reason"] = reason
         task["containers"].append(c)
     return {k: v for k, v in task.items() if v is not None}
@@ -1780,13 +2018,137 @@ def _after_list_instances(state: State, call: Call, resp: Response) -> tuple[Res
     for t in tasks:
         if t["id"] in seen:
             continue
-        b = bytes.fromhex(t["id"])
         doc.setdefault("Instances", []).append({"Id": t["id"], "Attributes": {
-            "AWS_INSTANCE_IPV4": f"10.{b[0]}.{b[1]}.{b[2] % 254 + 1}", "AWS_INIT_HEALTH_STATUS": "HEALTHY",
+            "AWS_INSTANCE_IPV4": _task_ip(t["id"]), "AWS_INIT_HEALTH_STATUS": "HEALTHY",
             "ECS_CLUSTER_NAME": t["cluster"], "ECS_SERVICE_NAME": t["service"],
             "ECS_TASK_DEFINITION_FAMILY": t["family"], "REGION": call.region}})
         seen.add(t["id"])
     return _json_body(resp, doc), "rule:sd-service-in-use"
+
+
+def _task_ip(tid: str) -> str:
+    """A synthetic task's private IPv4 address, from its id: the same in Cloud Map and in its target group."""
+    b = bytes.fromhex(tid)
+    return f"10.{b[0]}.{b[1]}.{b[2] % 254 + 1}"
+
+
+# -- load balancers: remembered from the answers (always, so the rules can be switched on later) --------------------
+
+
+def _after_create_lb(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    arn = _xml_first(resp[2], "LoadBalancerArn")
+    if arn:
+        subnets = re.findall(r"<SubnetId>([^<]+)</SubnetId>", resp[2].decode("utf-8", "replace"))
+        rec = _lb_record(call, call.params.get("Scheme"), _xml_first(resp[2], "VpcId"),
+                         subnets or _lb_subnets(call.params), _indexed(call.params, "SecurityGroups.member"))
+        with state.lock:
+            state.clock.lbs[arn] = rec
+    return resp, None
+
+
+def _after_set_lb(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # SetSecurityGroups / SetSubnets replace the list (the load balancer's ENIs move with it).
+    p = call.params
+    with state.lock:
+        lb = state.clock.lbs.get(p.get("LoadBalancerArn", ""))
+        if lb is None:
+            return resp, None
+        if call.operation == "SetSecurityGroups":
+            lb["groups"] = set(_indexed(p, "SecurityGroups.member"))
+        else:
+            lb["subnets"] = set(re.findall(r"<SubnetId>([^<]+)</SubnetId>", resp[2].decode("utf-8", "replace"))
+                                or _lb_subnets(p))
+    return resp, None
+
+
+def _after_delete_lb(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    with state.lock:
+        lb = state.clock.lbs.get(call.params.get("LoadBalancerArn", ""))
+        if lb is not None and lb["deleted"] is None:
+            lb["deleted"] = time.time()  # its ENIs linger from now (lb-eni-linger)
+    return resp, None
+
+
+def _subnet_azs(state: State, call: Call, subnets: set[str]) -> dict[str, str]:
+    """The Availability Zone of each subnet (one DescribeSubnets for the ones not cached yet)."""
+    with state.lock:
+        missing = sorted(subnets - set(state.clock.subnet_az))
+    if missing:
+        try:
+            for sub in state.client("ec2", call).describe_subnets(SubnetIds=missing)["Subnets"]:
+                with state.lock:
+                    state.clock.subnet_az[sub["SubnetId"]] = sub["AvailabilityZone"]
+        except Exception as e:
+            log(f"rollout: could not read the zones of {missing}: {e}")
+    with state.lock:
+        return {sub: state.clock.subnet_az[sub] for sub in subnets if sub in state.clock.subnet_az}
+
+
+def _service_targets(svc: dict[str, Any], tg: str, now: float, R: float) -> list[tuple[str, Any, str, str | None]]:
+    """The targets ECS keeps registered in tg for one service (under the lock): (task id, port, state, subnet). Its
+    running tasks are healthy; the started tasks of a primary deployment that fails the health checks are not."""
+    ports = [lb["port"] for lb in svc["lbs"] if lb["tg"] == tg and lb["port"] is not None]
+    out = []
+    for n, (d, ph) in enumerate(_listed(svc, now, R)):
+        tids = [(_tid(d["id"], "run", i), "healthy") for i in range(ph["running"])]
+        if n == 0 and d["fail_kind"] == "elb" and ph["state"] == "IN_PROGRESS":
+            tids += [(_tid(d["id"], "fail", j), "unhealthy") for j in range(ph["failed"], ph["fail_started"])]
+        subnets = ((d["net"] or {}).get("awsvpcConfiguration") or {}).get("subnets") or [None]
+        out += [(tid, port, st, subnets[k % len(subnets)]) for k, (tid, st) in enumerate(tids) for port in ports]
+    return out
+
+
+def _target_xml(ip: str, port: Any, health: str, az: str | None) -> str:
+    zone = f"<AvailabilityZone>{az}</AvailabilityZone>" if az else ""
+    why = f"<Reason>{HC_REASON}</Reason><Description>{HC_DESCRIPTION}</Description>" if health == "unhealthy" else ""
+    return (f"<member><Target><Id>{ip}</Id><Port>{port}</Port>{zone}</Target><HealthCheckPort>{port}</HealthCheckPort>"
+            f"<TargetHealth><State>{health}</State>{why}</TargetHealth></member>")
+
+
+def _after_describe_target_health(state: State, call: Call, resp: Response) -> tuple[Response, str | None]:
+    # moto's ECS starts no task, so nothing is ever registered: ECS registers each running task of the services that
+    # name this target group (rollout model), and moto's own (hand-registered) targets stay.
+    R, tg = state.timed("rollout", "rollout_seconds"), call.params.get("TargetGroupArn", "")
+    if R <= 0 or not tg:
+        return resp, None
+    now, targets, actions, named = time.time(), [], [], False
+    with state.lock:
+        for svc in state.clock.services.values():
+            if svc["region"] != call.region or svc["deleted"] is not None or all(lb["tg"] != tg for lb in svc["lbs"]):
+                continue
+            named = True
+            actions += _advance(svc, now, R)
+            targets += _service_targets(svc, tg, now, R)
+    _run_actions(state, call, actions)
+    if not named:
+        return resp, None
+    azs = _subnet_azs(state, call, {t[3] for t in targets if t[3]})
+    ours = [(_task_ip(tid), str(port), _target_xml(_task_ip(tid), port, st, azs.get(sub)))
+            for tid, port, st, sub in targets]
+    text = resp[2].decode("utf-8", "replace")
+    moto = [(m.group(1), m.group(0)) for m in re.finditer(r"<member><Target><Id>([^<]*)</Id>.*?</member>", text, re.S)]
+    ip_set = {ip for ip, _, _ in ours}
+    asked = _asked_targets(call.params)
+    if asked:  # only the targets asked for; moto answers the others (unavailable / Target.NotRegistered)
+        members = []
+        for ip, port in asked:
+            mine = [x for i, p, x in ours if i == ip and port in (None, p)]
+            members += mine or [x for i, x in moto if i == ip][:1]
+    else:
+        members = [x for _, _, x in ours] + [x for i, x in moto if i not in ip_set]
+    rid = _xml_first(resp[2], "RequestId") or str(uuid.uuid4())
+    body = (f'<DescribeTargetHealthResponse xmlns="{ELBV2_XMLNS}"><DescribeTargetHealthResult>'
+            "<TargetHealthDescriptions>" + "".join(members) + "</TargetHealthDescriptions></DescribeTargetHealthResult>"
+            "<ResponseMetadata>"
+            f"<RequestId>{rid}</RequestId></ResponseMetadata></DescribeTargetHealthResponse>")
+    return (resp[0], resp[1], body.encode()), "rule:rollout"
+
+
+def _asked_targets(params: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """DescribeTargetHealth's Targets.member.N.Id (and .Port), in order."""
+    pat = re.compile(r"^Targets\.member\.(\d+)\.Id$")
+    hits = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pat.match(k)))
+    return [(v, params.get(f"Targets.member.{n}.Port")) for n, v in hits]
 
 
 CLOCK_AFTER: dict[tuple[str, str | None], Any] = {
@@ -1805,6 +2167,11 @@ CLOCK_AFTER: dict[tuple[str, str | None], Any] = {
     ("ecs", "ListTasks"): _after_list_tasks,
     ("ecs", "DescribeTasks"): _after_describe_tasks,
     ("servicediscovery", "ListInstances"): _after_list_instances,
+    ("elbv2", "CreateLoadBalancer"): _after_create_lb,
+    ("elbv2", "SetSecurityGroups"): _after_set_lb,
+    ("elbv2", "SetSubnets"): _after_set_lb,
+    ("elbv2", "DeleteLoadBalancer"): _after_delete_lb,
+    ("elbv2", "DescribeTargetHealth"): _after_describe_target_health,
 }
 
 
@@ -1939,6 +2306,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 resp = (502, [("Content-Type", "text/plain")], f"proxy: upstream {state.cfg['upstream']} failed: {e}\n".encode())
                 error_code = "UpstreamUnreachable"
             else:
+                resp = account_log_retention(state, call, resp)
                 if call.ruled:
                     try:
                         resp, rewritten = after_forward(state, call, memo, resp)
@@ -2054,10 +2422,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--endpoint-pending-seconds", type=float, help="interface endpoints stay pending this long")
     ap.add_argument("--nat-pending-seconds", type=float, help="NAT gateways stay pending / deleting this long")
     ap.add_argument("--rollout-seconds", type=float, help="an ECS deployment takes this long (rollout)")
+    ap.add_argument("--lb-eni-linger-seconds", type=float,
+                    help="a deleted load balancer's ENIs hold its subnets/SGs/public addresses this long (lb-eni-linger)")
     ap.add_argument("--clock-scale", type=float, metavar="F",
                     help="every duration knob not set explicitly is AWS's duration x F")
     ap.add_argument("--unpullable-image", action="append", metavar="SUBSTRING",
                     help="images containing this never pull (rollout; repeatable; default: unpullable)")
+    ap.add_argument("--unhealthy-image", action="append", metavar="SUBSTRING",
+                    help="tasks of images containing this fail their load balancer's health checks (rollout; "
+                         "repeatable; default: unhealthy)")
     ap.add_argument("--call-log", help="append one JSON line per call to this file")
     ap.add_argument("--watch-pid", type=int, help="exit when process PID exits")
     ap.add_argument("--verbose", "-v", action="store_true", help="log every call to stderr")
@@ -2086,6 +2459,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         cli["fail_after_nth"] = args.fail_after_nth
     if args.unpullable_image:
         cli["unpullable_images"] = args.unpullable_image
+    if args.unhealthy_image:
+        cli["unhealthy_images"] = args.unhealthy_image
     # File first, then the command line on top.
     merged = normalize(raw, allow_startup=True)
     over = normalize(cli, allow_startup=True)

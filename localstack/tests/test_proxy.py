@@ -572,11 +572,11 @@ class TestStrictRules(ProxyTestCase):
 AUTH_FAILURE = ("AuthFailure", 401, "You do not have permission to access the specified resource.")
 
 
-def ec2_raw(body: str) -> tuple[int, str, bytes]:
-    """One EC2 query call to the proxy, unsigned but with an ec2 credential scope: (status, Content-Type, body)."""
+def ec2_raw(body: str, scope: str = "ec2") -> tuple[int, str, bytes]:
+    """One EC2 (or other query) call to the proxy, unsigned but with a credential scope: (status, Content-Type, body)."""
     host, port = PROXY.rsplit(":", 1)
     conn = http.client.HTTPConnection(host.split("//")[1], int(port), timeout=10)
-    auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00"
+    auth = f"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{scope}/aws4_request, SignedHeaders=host, Signature=00"
     try:
         conn.request("POST", "/", body=body.encode(), headers={
             "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "Authorization": auth})
@@ -857,7 +857,7 @@ class TestClockScale(ProxyTestCase):
         snap = admin({"strict": True})
         for knob in ("id_propagation_seconds", "linked_role_seconds", "role_propagation_seconds",
                      "endpoint_pending_seconds", "namespace_pending_seconds", "nat_pending_seconds", "rollout_seconds",
-                     "eni_linger_seconds"):
+                     "eni_linger_seconds", "lb_eni_linger_seconds"):
             self.assertEqual(snap[knob], 0.0, knob)
         self.assertTrue(snap["rules"]["rollout"])
         self.assertEqual(snap["knobs_explicit"], [])
@@ -872,6 +872,7 @@ class TestClockScale(ProxyTestCase):
         self.assertAlmostEqual(snap["role_propagation_seconds"], 0.1)
         self.assertAlmostEqual(snap["namespace_pending_seconds"], 0.45)
         self.assertAlmostEqual(snap["eni_linger_seconds"], 0.6)
+        self.assertAlmostEqual(snap["lb_eni_linger_seconds"], 1.2)
         self.assertEqual(snap["knobs_explicit"], ["rollout_seconds"])
         snap = admin({"clock_scale": 0.1})  # the explicit knob stays explicit
         self.assertAlmostEqual(snap["rollout_seconds"], 3.0)
@@ -880,7 +881,8 @@ class TestClockScale(ProxyTestCase):
         self.assertAlmostEqual(snap["rollout_seconds"], 12.0)
 
     def test_bad_clock_values_are_rejected(self):
-        for bad in ({"clock_scale": -1}, {"rollout_seconds": "soon"}, {"unpullable_images": [""]}):
+        for bad in ({"clock_scale": -1}, {"rollout_seconds": "soon"}, {"unpullable_images": [""]},
+                    {"unhealthy_images": 3}, {"lb_eni_linger_seconds": -1}):
             with self.assertRaises(urllib.error.HTTPError, msg=bad):
                 admin(bad)
 
@@ -888,7 +890,7 @@ class TestClockScale(ProxyTestCase):
         proc = subprocess.Popen(
             [os.path.join(HERE, ".venv/bin/python"), os.path.join(HERE, "proxy.py"), "--upstream", MOTO, "--port", "0",
              "--strict", "--clock-scale", "0.01", "--nat-pending-seconds", "5", "--unpullable-image", "nope",
-             "--watch-pid", str(os.getpid()), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+             "--lb-eni-linger-seconds", "4", "--unhealthy-image", "sick", "--watch-pid", str(os.getpid()), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=ENV)
         try:
             url = proc.stdout.readline().strip()
@@ -897,6 +899,9 @@ class TestClockScale(ProxyTestCase):
             self.assertAlmostEqual(snap["rollout_seconds"], 1.2)  # --strict --clock-scale 0.01: a 1.2 s rollout
             self.assertAlmostEqual(snap["nat_pending_seconds"], 5.0)
             self.assertEqual(snap["unpullable_images"], ["nope"])
+            self.assertAlmostEqual(snap["lb_eni_linger_seconds"], 4.0)
+            self.assertEqual(snap["unhealthy_images"], ["sick"])
+            self.assertTrue(snap["rules"]["lb-rules"] and snap["rules"]["lb-eni-linger"])
             self.assertEqual(snap["clock_scale"], 0.01)
         finally:
             proc.terminate()
@@ -1275,6 +1280,313 @@ class TestTasksHoldCloudMapInstances(ClockTestCase):
         eventually(lambda: self.sd.list_instances(ServiceId=srv["Id"])["Instances"] == [])
         self.assertGreaterEqual(time.monotonic() - deleted, 0.5)
         self.sd.delete_service(Id=srv["Id"])
+
+
+# --------------------------------------------------------------------------- load balancers (elbv2)
+
+ELB_NS = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
+
+
+class LbTestCase(ClockTestCase):
+    """A VPC with two public subnets (two zones), a group and, unless told otherwise, an attached internet gateway."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.elb = client("elbv2")
+
+    def lb_network(self, t: str, igw: bool = True) -> tuple[str, list[str], str, str | None]:
+        vpc = make_vpc(self.ec2, t)
+        subnets = [self.ec2.create_subnet(VpcId=vpc, CidrBlock=_subnet_cidr(self.ec2, vpc, n),
+                                          AvailabilityZone=f"{REGION}{z}")["Subnet"]["SubnetId"] for n, z in ((1, "a"), (2, "b"))]
+        sg = self.ec2.create_security_group(GroupName=f"lb-{t}", Description="lb", VpcId=vpc)["GroupId"]
+        gw = None
+        if igw:
+            gw = self.ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+            self.ec2.attach_internet_gateway(InternetGatewayId=gw, VpcId=vpc)
+        return vpc, subnets, sg, gw
+
+    def target_group(self, name: str, vpc: str) -> str:
+        return self.elb.create_target_group(Name=name, Protocol="HTTP", Port=8080, VpcId=vpc,
+                                            TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+
+    def load_balancer(self, name: str, subnets: list[str], sg: str, scheme: str = "internal", tg: str | None = None) -> str:
+        arn = self.elb.create_load_balancer(Name=name, Subnets=subnets, SecurityGroups=[sg],
+                                            Scheme=scheme)["LoadBalancers"][0]["LoadBalancerArn"]
+        if tg:  # a listener that forwards to tg associates the two
+            self.elb.create_listener(LoadBalancerArn=arn, Protocol="HTTP", Port=80,
+                                     DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])
+        return arn
+
+    def lb_service(self, cluster: str, name: str, td: str, subnet: str, sg: str, tg: str, **extra) -> dict:
+        return self.service(cluster, name, td, subnet, sg,
+                            loadBalancers=[{"targetGroupArn": tg, "containerName": "app", "containerPort": 8080}], **extra)
+
+
+class TestElbv2Calls(LbTestCase):
+    def test_logged_counted_throttled_and_faulted_in_the_awsquery_error_shape(self):
+        t = uid()
+        vpc = make_vpc(self.ec2, t)
+        clear_calls()
+        self.elb.describe_load_balancers()
+        tg = self.target_group(f"log-{t}", vpc)
+        got = calls()
+        self.assertEqual([(c["service"], c["scope"], c["operation"], c["mutating"]) for c in got], [
+            ("elbv2", "elasticloadbalancing", "DescribeLoadBalancers", False),
+            ("elbv2", "elasticloadbalancing", "CreateTargetGroup", True)])
+        self.assertEqual(got[1]["params"], {"Name": f"log-{t}", "Protocol": "HTTP", "Port": "8080", "VpcId": vpc,
+                                            "TargetType": "ip"})
+        # fail_nth answers ELB's awsQuery error shape, which botocore (and the Rust SDK) parse: Code inside Error.
+        admin({"fail_nth": ["DescribeTargetGroups:1:LoadBalancerNotFound", "DeleteTargetGroup:1:ServiceUnavailable"]})
+        status, ctype, body = ec2_raw(f"Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1={tg}",
+                                      scope="elasticloadbalancing")
+        self.assertEqual((status, ctype), (400, "text/xml"))
+        self.assertRegex(body.decode(), rf'^<ErrorResponse xmlns="{re.escape(ELB_NS)}"><Error><Type>Sender</Type>'
+                         r"<Code>LoadBalancerNotFound</Code><Message>[^<]+</Message></Error>"
+                         r"<RequestId>[0-9a-f-]{36}</RequestId></ErrorResponse>$")
+        with self.assertRaises(ClientError) as ctx:
+            self.elb.delete_target_group(TargetGroupArn=tg)
+        self.assertEqual(error_of(ctx)[:2], ("ServiceUnavailable", 503))
+        self.assertEqual((calls()[-1]["service"], calls()[-1]["injected"]), ("elbv2", "fail-nth"))
+        self.elb.describe_target_groups(TargetGroupArns=[tg])  # the 2nd call: forwarded
+        # Its own throttle classes, with ELB's code.
+        admin({"throttle": {"elbv2-read": "0:1"}})
+        self.elb.describe_target_groups(TargetGroupArns=[tg])
+        with self.assertRaises(ClientError) as ctx:
+            self.elb.describe_target_groups(TargetGroupArns=[tg])
+        self.assertEqual(error_of(ctx), ("Throttling", 400, "Rate exceeded"))
+        self.elb.delete_target_group(TargetGroupArn=tg)  # elbv2-mutating has no bucket
+        # Classic ELB shares the scope, not the version: still `other`.
+        client("elb").describe_load_balancers()
+        self.assertEqual((calls()[-1]["service"], calls()[-1]["scope"]), ("other", "elasticloadbalancing"))
+
+    def test_the_kill_switch_counts_elbv2_mutating_calls(self):
+        vpc = make_vpc(self.ec2, uid())
+        victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            admin({"kill_after_mutating": 1, "kill_pid": victim.pid})
+            self.elb.describe_target_groups()  # reads do not count
+            self.assertIsNone(victim.poll(), "killed too early")
+            tg = self.target_group(f"kill-{uid()}", vpc)
+            self.assertEqual(victim.wait(timeout=10), -signal.SIGKILL)
+            with self.assertRaises(ClientError) as ctx:
+                self.elb.delete_target_group(TargetGroupArn=tg)
+            self.assertEqual(error_of(ctx)[:2], ("ServiceUnavailable", 503))
+            self.assertEqual([c.get("killed") for c in calls()[-2:]], [victim.pid, None])
+            admin({"reset": True})
+            self.elb.describe_target_groups(TargetGroupArns=[tg])  # never forwarded: still there
+        finally:
+            victim.kill()
+            victim.wait()
+
+
+class TestLoadBalancerRules(LbTestCase):
+    def test_an_internet_facing_load_balancer_needs_an_internet_gateway(self):
+        t = uid()
+        vpc, subnets, sg, _ = self.lb_network(t, igw=False)
+        admin({"strict": True})
+        for scheme in ({}, {"Scheme": "internet-facing"}):  # AWS's default scheme is internet-facing
+            with self.assertRaises(ClientError) as ctx:
+                self.elb.create_load_balancer(Name=f"pub-{t}", Subnets=subnets, SecurityGroups=[sg], **scheme)
+            self.assertEqual(error_of(ctx), ("InvalidSubnet", 400, f"VPC {vpc} has no internet gateway"))
+            self.assertEqual(calls()[-1]["injected"], "rule:lb-rules")
+        self.assertEqual([lb for lb in self.elb.describe_load_balancers()["LoadBalancers"] if lb["VpcId"] == vpc], [])
+        self.load_balancer(f"int-{t}", subnets, sg, scheme="internal")  # internal: no gateway needed
+        gw = self.ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        self.ec2.attach_internet_gateway(InternetGatewayId=gw, VpcId=vpc)
+        self.load_balancer(f"pub-{t}", subnets, sg, scheme="internet-facing")
+
+    def test_an_ecs_service_needs_a_target_group_with_a_load_balancer(self):
+        t = uid()
+        vpc, subnets, sg, _ = self.lb_network(t)
+        tg = self.target_group(f"tg-{t}", vpc)
+        td = self.task_def(f"lbr-{t}")
+        admin({"strict": True})
+        msg = f"The target group with targetGroupArn {tg} does not have an associated load balancer."
+        with self.assertRaises(ClientError) as ctx:
+            self.lb_service(f"lbr-{t}", "web", td, subnets[0], sg, tg)
+        self.assertEqual(error_of(ctx), ("InvalidParameterException", 400, msg))
+        self.assertEqual(calls()[-1]["injected"], "rule:lb-rules")
+        lb = self.load_balancer(f"lb-{t}", subnets, sg, scheme="internet-facing", tg=tg)  # the listener associates
+        self.lb_service(f"lbr-{t}", "web", td, subnets[0], sg, tg)
+        other = self.target_group(f"tg2-{t}", vpc)
+        with self.assertRaises(ClientError) as ctx:
+            self.ecs.update_service(cluster=f"lbr-{t}", service="web", loadBalancers=[
+                {"targetGroupArn": other, "containerName": "app", "containerPort": 8080}])
+        self.assertEqual(error_of(ctx)[2], msg.replace(tg, other))
+        # A listener moved to the other group associates it too (moto records only CreateListener's group).
+        listener = self.elb.describe_listeners(LoadBalancerArn=lb)["Listeners"][0]["ListenerArn"]
+        self.elb.modify_listener(ListenerArn=listener, DefaultActions=[{"Type": "forward", "TargetGroupArn": other}])
+        self.ecs.update_service(cluster=f"lbr-{t}", service="web", loadBalancers=[
+            {"targetGroupArn": other, "containerName": "app", "containerPort": 8080}])
+        # moto keeps a deleted load balancer in the group's LoadBalancerArns: the proxy checks it still lives.
+        self.elb.delete_load_balancer(LoadBalancerArn=lb)
+        self.assertEqual(self.elb.describe_target_groups(TargetGroupArns=[tg])["TargetGroups"][0]["LoadBalancerArns"][0], lb)
+        with self.assertRaises(ClientError) as ctx:
+            self.lb_service(f"lbr-{t}", "web2", td, subnets[0], sg, tg)
+        self.assertEqual(error_of(ctx), ("InvalidParameterException", 400, msg))
+
+    def test_a_load_balancer_holds_its_groups_subnets_and_public_addresses_and_its_enis_linger(self):
+        t = uid()
+        vpc, subnets, sg, gw = self.lb_network(t)
+        sg2 = self.ec2.create_security_group(GroupName=f"lb2-{t}", Description="lb2", VpcId=vpc)["GroupId"]
+        sg3 = self.ec2.create_security_group(GroupName=f"lb3-{t}", Description="lb3", VpcId=vpc)["GroupId"]
+        linger = 1.5
+        # This rule alone: under --strict, eni-in-use would also list every ECS service of the emulator per delete.
+        admin({"rules": {"lb-eni-linger": True}, "lb_eni_linger_seconds": linger})
+        lb = self.load_balancer(f"hold-{t}", subnets, sg, scheme="internet-facing")
+        blocked = {
+            "group": (lambda: self.ec2.delete_security_group(GroupId=sg), f"resource {sg} has a dependent object"),
+            "subnet": (lambda: self.ec2.delete_subnet(SubnetId=subnets[1]),
+                       f"The subnet '{subnets[1]}' has dependencies and cannot be deleted."),
+            "gateway": (lambda: self.ec2.detach_internet_gateway(InternetGatewayId=gw, VpcId=vpc),
+                        f"Network {vpc} has some mapped public address(es). Please unmap those public address(es) "
+                        "before detaching the gateway."),
+        }
+
+        def all_blocked():
+            for what, (call, msg) in blocked.items():
+                with self.assertRaises(ClientError, msg=what) as ctx:
+                    call()
+                self.assertEqual(error_of(ctx), ("DependencyViolation", 400, msg), what)
+                self.assertEqual(calls()[-1]["injected"], "rule:lb-eni-linger")
+
+        all_blocked()  # while it lives
+        # SetSecurityGroups moves its ENIs to the new group: the old one is free at once.
+        self.elb.set_security_groups(LoadBalancerArn=lb, SecurityGroups=[sg2, sg])
+        self.elb.set_security_groups(LoadBalancerArn=lb, SecurityGroups=[sg])
+        self.ec2.delete_security_group(GroupId=sg2)
+        self.elb.delete_load_balancer(LoadBalancerArn=lb)
+        deleted = time.monotonic()
+        all_blocked()  # its ENIs linger
+        # One made behind the proxy's back is read before its delete, so it lingers too.
+        lb3 = client("elbv2", MOTO).create_load_balancer(Name=f"behind-{t}", Subnets=subnets[:1], SecurityGroups=[sg3],
+                                                        Scheme="internal")["LoadBalancers"][0]["LoadBalancerArn"]
+        self.elb.delete_load_balancer(LoadBalancerArn=lb3)
+        with self.assertRaises(ClientError) as ctx:
+            self.ec2.delete_security_group(GroupId=sg3)
+        self.assertEqual(error_of(ctx)[0], "DependencyViolation")
+        time.sleep(max(0.0, linger + 0.05 - (time.monotonic() - deleted)))
+        self.ec2.detach_internet_gateway(InternetGatewayId=gw, VpcId=vpc)
+        self.ec2.delete_security_group(GroupId=sg)
+        self.ec2.delete_subnet(SubnetId=subnets[1])
+
+        def sg3_deleted() -> bool:
+            try:
+                self.ec2.delete_security_group(GroupId=sg3)
+                return True
+            except ClientError:
+                return False
+
+        eventually(sg3_deleted, timeout=5)
+
+    def test_rules_off_moto_shows_through(self):
+        t = uid()
+        vpc, subnets, sg, _ = self.lb_network(t, igw=False)
+        lb = self.load_balancer(f"off-{t}", subnets, sg, scheme="internet-facing")  # no gateway: moto accepts
+        self.ec2.delete_security_group(GroupId=sg)  # moto: no DependencyViolation
+        self.elb.delete_load_balancer(LoadBalancerArn=lb)
+        self.assertIsNone(calls()[-1]["injected"])
+
+
+class TestHealthCheckGracePeriod(ClockTestCase):
+    def test_kept_while_the_service_lives(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        td = self.task_def(f"grace-{t}")
+        cl = f"grace-{t}"
+        made = self.service(cl, "web", td, subnet, sg, healthCheckGracePeriodSeconds=45)
+        self.assertEqual(made["healthCheckGracePeriodSeconds"], 45)  # moto drops it: the proxy puts it back
+        self.assertEqual(self.describe(cl, "web")["healthCheckGracePeriodSeconds"], 45)
+        self.ecs.update_service(cluster=cl, service="web", desiredCount=1)
+        self.assertEqual(self.describe(cl, "web")["healthCheckGracePeriodSeconds"], 45)
+        up = self.ecs.update_service(cluster=cl, service="web", healthCheckGracePeriodSeconds=90)["service"]
+        self.assertEqual(up["healthCheckGracePeriodSeconds"], 90)  # an update wins
+        self.assertEqual(self.describe(cl, "web")["healthCheckGracePeriodSeconds"], 90)
+        # Only while the service exists: deleted, then made again without one.
+        self.service(cl, "api", td, subnet, sg, healthCheckGracePeriodSeconds=30)
+        self.ecs.delete_service(cluster=cl, service="api", force=True)
+        self.assertNotIn("healthCheckGracePeriodSeconds", self.describe(cl, "api"))
+        self.service(cl, "api", td, subnet, sg)
+        self.assertNotIn("healthCheckGracePeriodSeconds", self.describe(cl, "api"))
+
+
+class TestTargetHealth(LbTestCase):
+    R = 0.6
+
+    def on(self, **extra) -> None:
+        admin({"rules": {"rollout": True}, "rollout_seconds": self.R, **extra})
+
+    def health(self, tg: str, **kw) -> list[dict]:
+        return self.elb.describe_target_health(TargetGroupArn=tg, **kw)["TargetHealthDescriptions"]
+
+    def test_each_running_task_is_a_healthy_target(self):
+        t = uid()
+        vpc, subnets, sg, _ = self.lb_network(t, igw=False)
+        tg, other = self.target_group(f"th-{t}", vpc), self.target_group(f"th2-{t}", vpc)
+        self.elb.register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.99.0.9", "Port": 8080}])  # by hand
+        td = self.task_def(f"th-{t}")
+        self.on()
+        self.lb_service(f"th-{t}", "web", td, subnets[0], sg, tg, desired=2)
+        got = eventually(lambda: len(h := self.health(tg)) == 3 and h)
+        self.assertEqual(calls()[-1]["injected"], "rule:rollout")
+        ours = [h for h in got if h["Target"]["Id"] != "10.99.0.9"]
+        for h in ours:
+            self.assertRegex(h["Target"]["Id"], r"^10\.\d+\.\d+\.\d+$")
+            self.assertEqual((h["Target"]["Port"], h["Target"]["AvailabilityZone"], h["HealthCheckPort"]),
+                             (8080, f"{REGION}a", "8080"))
+            self.assertEqual(h["TargetHealth"], {"State": "healthy"})
+        self.assertEqual(len({h["Target"]["Id"] for h in ours}), 2)
+        # Asking for some targets: ours, and moto's answer for the others.
+        asked = self.health(tg, Targets=[{"Id": ours[0]["Target"]["Id"], "Port": 8080}, {"Id": "10.99.0.8", "Port": 8080}])
+        self.assertEqual([(h["Target"]["Id"], h["TargetHealth"]["State"]) for h in asked],
+                         [(ours[0]["Target"]["Id"], "healthy"), ("10.99.0.8", "unavailable")])
+        self.assertEqual(self.health(other), [])  # a group no service names: moto's answer
+        self.assertIsNone(calls()[-1]["injected"])
+        admin({"rules": {"rollout": False}})  # without the rule: moto's answer
+        self.assertEqual([h["Target"]["Id"] for h in self.health(tg)], ["10.99.0.9"])
+        self.on()
+        self.ecs.update_service(cluster=f"th-{t}", service="web", loadBalancers=[])  # the group is no longer named
+        self.assertEqual([h["Target"]["Id"] for h in self.health(tg)], ["10.99.0.9"])
+
+    def test_an_unhealthy_image_fails_the_health_checks_and_rolls_back(self):
+        t = uid()
+        vpc, subnets, sg, _ = self.lb_network(t, igw=False)
+        tg, tg_hang = self.target_group(f"uh-{t}", vpc), self.target_group(f"uhh-{t}", vpc)
+        good, bad = self.task_def(f"uh-{t}"), self.task_def(f"uh-{t}", f"{ECR_IMAGE}-unhealthy")
+        self.on()
+        self.lb_service(f"uh-{t}", "web", good, subnets[0], sg, tg, desired=1, breaker={"enable": True, "rollback": True})
+        self.lb_service(f"uh-{t}", "hang", good, subnets[0], sg, tg_hang, desired=1)  # no circuit breaker
+        for name in ("web", "hang"):
+            eventually(lambda: self.describe(f"uh-{t}", name)["deployments"][0]["rolloutState"] == "COMPLETED")
+        failing_id = self.ecs.update_service(cluster=f"uh-{t}", service="web", taskDefinition=bad)["service"]["deployments"][0]["id"]
+        self.ecs.update_service(cluster=f"uh-{t}", service="hang", taskDefinition=bad)
+        # While a deployment fails (for ever, without a circuit breaker), its started tasks are unhealthy targets next
+        # to the old deployment's healthy one.
+        states = lambda got: sorted(h["TargetHealth"]["State"] for h in got)  # noqa: E731
+        seen = eventually(lambda: states(got := self.health(tg_hang)) == ["healthy", "unhealthy"] and got)
+        sick = [h["TargetHealth"] for h in seen if h["TargetHealth"]["State"] == "unhealthy"][0]
+        self.assertEqual(sick, {"State": "unhealthy", "Reason": "Target.ResponseCodeMismatch",
+                                "Description": "Health checks failed with these codes: [503]"})
+        s = eventually(lambda: (s := self.describe(f"uh-{t}", "web"))["deployments"][0]["id"] != failing_id and s)
+        self.assertEqual(s["deployments"][0]["taskDefinition"], good)  # rolled back
+        messages = [e["message"] for e in s["events"]]
+        self.assertIn(f"(service web) (port 8080) is unhealthy in (target-group {tg}) due to (reason Health checks "
+                      "failed with these codes: [503]).", messages)
+        arns = self.ecs.list_tasks(cluster=f"uh-{t}", serviceName="web", desiredStatus="STOPPED")["taskArns"]
+        self.assertGreaterEqual(len(arns), 3)
+        for task in self.ecs.describe_tasks(cluster=f"uh-{t}", tasks=arns)["tasks"]:
+            self.assertEqual((task["lastStatus"], task["stopCode"], task["stoppedReason"]),
+                             ("STOPPED", "ServiceSchedulerInitiated", f"Task failed ELB health checks in (target-group {tg})"))
+            self.assertIn("startedAt", task)  # they did start
+            self.assertNotIn("reason", task["containers"][0])
+        eventually(lambda: [h["TargetHealth"]["State"] for h in self.health(tg)] == ["healthy"])
+
+    def test_the_marker_means_nothing_without_a_load_balancer(self):
+        t = uid()
+        _, subnet, sg = self.network(t)
+        self.on()
+        self.service(f"nolb-{t}", "web", self.task_def(f"nolb-{t}", f"{ECR_IMAGE}-unhealthy"), subnet, sg, desired=1)
+        eventually(lambda: self.describe(f"nolb-{t}", "web")["deployments"][0]["rolloutState"] == "COMPLETED")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ pub struct Clients {
     pub sd: aws_sdk_servicediscovery::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub region: String,
     /// The shared configuration, for the S3 client of a state bucket (in the bucket's region).
     pub sdk: aws_config::SdkConfig,
@@ -142,6 +143,7 @@ impl Clients {
             sd: client!(aws_sdk_servicediscovery, "servicediscovery"),
             iam: client!(aws_sdk_iam, "iam"),
             logs: client!(aws_sdk_cloudwatchlogs, "logs"),
+            elb: client!(aws_sdk_elasticloadbalancingv2, "elasticloadbalancing"),
             region,
             custom_endpoint: target.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some(),
             sdk: conf,
@@ -186,8 +188,23 @@ async fn check_credentials(conf: &aws_config::SdkConfig, target: &Target) -> Res
         let profile = target.profile.as_deref().map(|p| format!(" (profile `{p}`)")).unwrap_or_default();
         anyhow::anyhow!(
             "no usable AWS credentials{profile}: {}\n  hint: set AWS_PROFILE or --profile, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY{local}",
-            aws_smithy_types::error::display::DisplayErrorContext(&e)
+            causes(&e)
         )
     })?;
     Ok(())
+}
+
+/// An error and its sources, each as its message (the SDK's own context display ends in a Debug dump of the raw
+/// HTTP response, which says nothing to a user).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }

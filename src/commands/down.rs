@@ -144,7 +144,11 @@ pub async fn run(common: &Common, args: &DownArgs, console: &Console, stop: &Sto
             n.deleted, n.already_gone, n.kept, n.not_owned, n.failed, n.skipped
         );
         if ok {
-            console.status("Destroyed", format!("stack {stack}: {summary}; state file removed"));
+            let removed = match ctx.state.lock().location() {
+                crate::state::Location::Local(_) => "state file removed".to_string(),
+                s3 => format!("state {s3} removed"),
+            };
+            console.status("Destroyed", format!("stack {stack}: {summary}; {removed}"));
         } else {
             console.status("Incomplete", summary);
             if !everything_gone {

@@ -146,7 +146,62 @@ const TABLE: &[(&str, &str, &[&str], Scope)] = &[
     ("logs", "ListTagsForResource", &["logs:ListTagsForResource"], Scope::LogGroup),
     ("logs", "CreateLogGroup", &["logs:CreateLogGroup", "logs:TagResource"], Scope::LogGroup),
     ("logs", "PutRetentionPolicy", &["logs:PutRetentionPolicy"], Scope::LogGroup),
+    // Only when an account-level retention overrides the group's: the tag remembers it.
+    ("logs", "TagResource", &["logs:TagResource"], Scope::LogGroup),
     ("logs", "DeleteLogGroup", &["logs:DeleteLogGroup"], Scope::LogGroup),
+    // Elastic Load Balancing (a public service's load balancer)
+    ("elasticloadbalancing", "DescribeLoadBalancers", &["elasticloadbalancing:DescribeLoadBalancers"], Scope::Any),
+    (
+        "elasticloadbalancing",
+        "DescribeLoadBalancerAttributes",
+        &["elasticloadbalancing:DescribeLoadBalancerAttributes"],
+        Scope::Any,
+    ),
+    ("elasticloadbalancing", "DescribeTargetGroups", &["elasticloadbalancing:DescribeTargetGroups"], Scope::Any),
+    ("elasticloadbalancing", "DescribeListeners", &["elasticloadbalancing:DescribeListeners"], Scope::Any),
+    ("elasticloadbalancing", "DescribeRules", &["elasticloadbalancing:DescribeRules"], Scope::Any),
+    ("elasticloadbalancing", "DescribeTags", &["elasticloadbalancing:DescribeTags"], Scope::Any),
+    ("elasticloadbalancing", "DescribeTargetHealth", &["elasticloadbalancing:DescribeTargetHealth"], Scope::Any),
+    (
+        "elasticloadbalancing",
+        "CreateLoadBalancer",
+        &["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:AddTags"],
+        Scope::Create,
+    ),
+    (
+        "elasticloadbalancing",
+        "CreateTargetGroup",
+        &["elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:AddTags"],
+        Scope::Create,
+    ),
+    (
+        "elasticloadbalancing",
+        "CreateListener",
+        &["elasticloadbalancing:CreateListener", "elasticloadbalancing:AddTags"],
+        Scope::Create,
+    ),
+    (
+        "elasticloadbalancing",
+        "CreateRule",
+        &["elasticloadbalancing:CreateRule", "elasticloadbalancing:AddTags"],
+        Scope::Create,
+    ),
+    (
+        "elasticloadbalancing",
+        "ModifyLoadBalancerAttributes",
+        &["elasticloadbalancing:ModifyLoadBalancerAttributes"],
+        Scope::Owned,
+    ),
+    ("elasticloadbalancing", "SetSubnets", &["elasticloadbalancing:SetSubnets"], Scope::Owned),
+    ("elasticloadbalancing", "SetSecurityGroups", &["elasticloadbalancing:SetSecurityGroups"], Scope::Owned),
+    ("elasticloadbalancing", "DeleteLoadBalancer", &["elasticloadbalancing:DeleteLoadBalancer"], Scope::Owned),
+    ("elasticloadbalancing", "ModifyTargetGroup", &["elasticloadbalancing:ModifyTargetGroup"], Scope::Owned),
+    ("elasticloadbalancing", "DeleteTargetGroup", &["elasticloadbalancing:DeleteTargetGroup"], Scope::Owned),
+    ("elasticloadbalancing", "ModifyListener", &["elasticloadbalancing:ModifyListener"], Scope::Owned),
+    ("elasticloadbalancing", "DeleteListener", &["elasticloadbalancing:DeleteListener"], Scope::Owned),
+    ("elasticloadbalancing", "ModifyRule", &["elasticloadbalancing:ModifyRule"], Scope::Owned),
+    ("elasticloadbalancing", "SetRulePriorities", &["elasticloadbalancing:SetRulePriorities"], Scope::Owned),
+    ("elasticloadbalancing", "DeleteRule", &["elasticloadbalancing:DeleteRule"], Scope::Owned),
     // S3 (the state)
     ("s3", "GetBucketLocation", &["s3:GetBucketLocation"], Scope::StateBucket),
     ("s3", "GetObject", &["s3:GetObject"], Scope::State),
@@ -184,7 +239,12 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
         out.sort();
         out.dedup();
         // Tagging goes in the statements that allow it only while creating (or on the stack's role and group).
-        out.retain(|a| !(a.ends_with(":TagResource") || *a == "ec2:CreateTags" || *a == "iam:TagRole"));
+        out.retain(|a| {
+            !(a.ends_with(":TagResource")
+                || *a == "ec2:CreateTags"
+                || *a == "iam:TagRole"
+                || *a == "elasticloadbalancing:AddTags")
+        });
         out
     };
     let on_stack = json!({ "StringEquals": { "aws:ResourceTag/secep:stack": stack } });
@@ -200,7 +260,8 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
         }),
         json!({
             "Sid": "TagOnlyWhileCreating", "Effect": "Allow",
-            "Action": ["ec2:CreateTags", "ecs:TagResource", "servicediscovery:TagResource"], "Resource": "*",
+            "Action": ["ec2:CreateTags", "ecs:TagResource", "elasticloadbalancing:AddTags", "servicediscovery:TagResource"],
+            "Resource": "*",
             "Condition": { "StringEquals": { "aws:RequestTag/secep:stack": stack } },
         }),
         json!({
@@ -216,6 +277,14 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
             "Condition": { "StringEquals": { "iam:AWSServiceName": "ecs.amazonaws.com" } },
         }),
     ];
+    if config.public_services().next().is_some() {
+        // A region's first load balancer makes Elastic Load Balancing's service-linked role.
+        statements.push(json!({
+            "Sid": "ElbServiceLinkedRoleOnce", "Effect": "Allow", "Action": "iam:CreateServiceLinkedRole",
+            "Resource": format!("arn:{partition}:iam::*:role/aws-service-role/elasticloadbalancing.amazonaws.com/AWSServiceRoleForElasticLoadBalancing"),
+            "Condition": { "StringEquals": { "iam:AWSServiceName": "elasticloadbalancing.amazonaws.com" } },
+        }));
+    }
     let log_group = format!("arn:{partition}:logs:{region}:{account}:log-group:{}", log_group_name(stack));
     let mut log_actions = actions(Scope::LogGroup);
     log_actions.push("logs:TagResource");

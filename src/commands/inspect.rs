@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::engine::{Action, Audit, NodeStatus, Verdict, audit, desired_and_live, diff::diff};
 use crate::model::NodeId;
 use crate::output::report::{
-    ApiCalls, ExtraPath, Namespace, PlanReport, PlanSummary, Reachability, ServiceStatus, StatusReport,
+    ApiCalls, ExtraPath, LoadBalancerStatus, Namespace, PlanReport, PlanSummary, PublicStatus, Reachability,
+    ServiceStatus, StatusReport,
 };
 use crate::output::{Console, short_id};
 use crate::resource::{Facts, Live};
@@ -88,9 +89,16 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
                 failed_rollout: facts.as_ref().and_then(|f| f.failed_rollout.clone()),
                 stopped_tasks: Vec::new(),
                 cloud_map_instances: instances,
+                no_healthy_target: false,
             }
         })
         .collect();
+    let load_balancer = load_balancer_status(&i).await;
+    for p in load_balancer.iter().flat_map(|lb| &lb.services) {
+        let Some(s) = services.iter_mut().find(|s| s.service == p.service) else { continue };
+        s.no_healthy_target =
+            p.targets.as_ref().is_some_and(|t| t.healthy == 0 && t.unhealthy > 0) && s.running.unwrap_or(0) > 0;
+    }
     // Only a service in trouble costs the extra reads: why its tasks stopped is what the user needs.
     let cluster = i.live.get(&NodeId::Cluster).map(|c| c.id.clone());
     for s in services.iter_mut().filter(|s| s.unhealthy()) {
@@ -145,7 +153,27 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
             s.endpoint
         ));
     }
-    for s in &unhealthy {
+    if let Some(lb) = &load_balancer {
+        text.push_str(&format!(
+            "\nLoad balancer {} ({})\n{:<20} {:<48} {}\n",
+            lb.dns_name.as_deref().unwrap_or("not live"),
+            lb.state.as_deref().unwrap_or("-"),
+            "PUBLIC",
+            "URL",
+            "TARGETS"
+        ));
+        for p in &lb.services {
+            let targets = p.targets.as_ref().map_or("-".to_string(), |t| t.summary());
+            text.push_str(&format!("{:<20} {:<48} {targets}\n", p.service, p.url));
+            for reason in p.targets.iter().flat_map(|t| &t.reasons) {
+                text.push_str(&format!("  unhealthy: {reason}\n"));
+            }
+        }
+    }
+    for s in unhealthy.iter().filter(|s| s.no_healthy_target && s.failed_rollout.is_none()) {
+        text.push_str(&format!("\n{}: no task passes the load balancer's health check\n", s.service));
+    }
+    for s in unhealthy.iter().filter(|s| !s.no_healthy_target || s.failed_rollout.is_some()) {
         let why = s.failed_rollout.as_deref().or(s.rollout_reason.as_deref()).unwrap_or("tasks keep failing to start");
         text.push_str(&format!(
             "\n{}: rollout {}: {why} ({} failed task(s))\n",
@@ -157,7 +185,8 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
             text.push_str(&format!("  stopped task {t}\n"));
         }
     }
-    text.push_str(&reachability_matrix(&i.config, &i.audit));
+    let internet = crate::engine::audit::internet(&i.config, &i.live, &i.audit);
+    text.push_str(&reachability_matrix(&i.config, &i.audit, &internet));
     text.push_str(&format!("\nEgress: {}", egress_text(&i.config)));
     if i.config.network.egress == crate::config::Egress::None {
         console.warn(
@@ -189,7 +218,8 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         namespace: Namespace { name: &i.config.namespace.name, id: ns.map(|n| n.id.clone()) },
         nodes: &i.statuses,
         services,
-        reachability: Reachability::of(&i.audit),
+        reachability: Reachability { internet, ..Reachability::of(&i.audit) },
+        load_balancer,
         api_calls: ApiCalls::from(&calls),
     });
     Ok(if !unhealthy.is_empty() {
@@ -214,20 +244,60 @@ fn egress_text(config: &Config) -> String {
     }
 }
 
-/// Who may reach whom, from the live rules: a matrix over the declared services, then every extra and missing path.
-fn reachability_matrix(config: &Config, audit: &Audit) -> String {
+/// The load balancer's DNS name and state, and per public service its URL and what the load balancer thinks of
+/// its tasks (one DescribeTargetHealth per public service). `None` when no service is public and none was.
+async fn load_balancer_status(i: &Inspection) -> Option<LoadBalancerStatus> {
+    let live = i.live.get(&NodeId::LoadBalancer);
+    let public: Vec<_> = i.config.public_services().collect();
+    if public.is_empty() && live.is_none() {
+        return None;
+    }
+    let facts = live.and_then(|l| match &l.facts {
+        Facts::LoadBalancer(f) => Some(f.clone()),
+        _ => None,
+    });
+    let dns = facts.as_ref().map(|f| f.dns_name.clone()).filter(|d| !d.is_empty());
+    let mut services = Vec::new();
+    for (svc, p) in public {
+        let tg = i.live.get(&NodeId::TargetGroup(svc.name.clone())).map(|t| t.id.clone());
+        let targets = match tg {
+            Some(tg) => crate::engine::rollout::target_health(&i.clients.elb, &tg).await.ok(),
+            None => None,
+        };
+        let scheme = if p.https() { "https" } else { "http" };
+        let default_port = if p.https() { 443 } else { 80 };
+        let host = p.host.clone().or(dns.clone()).unwrap_or_else(|| "<load balancer>".into());
+        let port = if p.port == default_port { String::new() } else { format!(":{}", p.port) };
+        let path = p.path.as_deref().map_or("/".to_string(), |path| path.trim_end_matches('*').to_string());
+        services.push(PublicStatus {
+            service: svc.name.clone(),
+            url: format!("{scheme}://{host}{port}{path}"),
+            listener_port: p.port,
+            targets,
+        });
+    }
+    Some(LoadBalancerStatus { dns_name: dns, state: facts.map(|f| f.state), services })
+}
+
+/// Who may reach whom, from the live rules: a matrix over the declared services (and, with a load balancer, the
+/// internet), then every extra and missing path.
+fn reachability_matrix(config: &Config, audit: &Audit, internet: &[crate::engine::Path]) -> String {
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(10) + 2;
+    let cells = internet.iter().map(|p| p.ports.len());
+    let width = names.iter().map(|n| n.len()).chain(cells).max().unwrap_or(4).max(10) + 2;
     let mut out =
         format!("\nReachability from live security group rules (row calls column):\n{:<width$}", "FROM \\ TO");
     for n in &names {
         out.push_str(&format!("{n:<width$}"));
     }
-    for from in &names {
+    let has_lb = config.public_services().next().is_some() || !internet.is_empty();
+    let rows: Vec<&str> = names.iter().copied().chain(has_lb.then_some("internet")).collect();
+    for from in &rows {
         out.push_str(&format!("\n{from:<width$}"));
         for to in &names {
+            let paths = if *from == "internet" { internet } else { &audit.allowed[..] };
             let ports: Vec<&str> =
-                audit.allowed.iter().filter(|p| p.from == *from && p.to == *to).map(|p| p.ports.as_str()).collect();
+                paths.iter().filter(|p| p.from == *from && p.to == *to).map(|p| p.ports.as_str()).collect();
             let cell = if ports.is_empty() { "-".to_string() } else { ports.join(",") };
             out.push_str(&format!("{cell:<width$}"));
         }

@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::engine::{self, Action, Done, NodeStatus, Removed, Teardown, Verdict, audit, diff::diff, rollout};
 use crate::graph::{Dag, Outcome, StopFlag, walk};
 use crate::model::{Node, NodeId};
-use crate::output::Console;
 use crate::output::report::{self, ApiCalls, UpNode, UpReport, UpSummary};
+use crate::output::{Console, short_id};
 use crate::resource::{Ctx, Live, LiveRule, Owner};
 use crate::state::StateFile;
 
@@ -109,6 +109,7 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     if walked && rolled_out && !stop.is_stopped() {
         retire_replaced(&ctx, &started_rollouts, &rollouts, console).await;
         removal_failures += revoke_replaced(&ctx, console).await;
+        removal_failures += delete_replaced_target_groups(&ctx, console).await;
         removal_failures += remove(&ctx, &dropped, &live, stop, console).await?;
     } else {
         if walked && !rolled_out && !dropped.is_empty() {
@@ -155,6 +156,24 @@ async fn revoke_replaced(ctx: &Ctx, console: &Console) -> usize {
             Ok(_) => {
                 console.step("revoked", "sg-rule", &format!("{rule} (replaced, on {group})"), Some(started.elapsed()))
             }
+            Err(e) => {
+                console.error(&e);
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Deletes the target groups a new port replaced, now that no task is registered in them. Returns how many could
+/// not be deleted (a later `down` finds them by their tags).
+async fn delete_replaced_target_groups(ctx: &Ctx, console: &Console) -> usize {
+    let groups = std::mem::take(&mut *ctx.replaced_target_groups.lock().expect("replaced target groups lock"));
+    let mut failed = 0;
+    for arn in groups {
+        let started = Instant::now();
+        match crate::resource::target_group::delete_group(ctx, &arn).await {
+            Ok(_) => console.step("deleted", "tg", &format!("{} (replaced)", short_id(&arn)), Some(started.elapsed())),
             Err(e) => {
                 console.error(&e);
                 failed += 1;

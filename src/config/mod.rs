@@ -3,6 +3,7 @@
 //! Loading never touches AWS: a config either comes back whole and valid, or as a [`ConfigError`] that lists every
 //! problem with its file, line and field.
 
+pub mod public;
 mod reader;
 pub mod secrets;
 mod validate;
@@ -131,6 +132,10 @@ pub struct Service {
     pub task_role_arn: Option<String>,
     /// Container variables fetched by ECS at start from Secrets Manager or SSM: name → ARN (`valueFrom`).
     pub secrets: BTreeMap<String, String>,
+    /// S3 buckets the tasks use (with their task role): the S3 endpoint lets the role through to these only.
+    pub s3_buckets: Vec<String>,
+    /// Served by the stack's internet-facing load balancer (`[services.<name>.public]`).
+    pub public: Option<public::Public>,
 }
 
 impl Config {
@@ -154,6 +159,16 @@ impl Config {
         let (mut config, spans) = read_config(path, &doc, &mut problems);
         config.warnings = validate::check(&config, &spans, &mut problems);
         if problems.0.is_empty() { Ok(config) } else { Err(ConfigError::invalid(path, source, problems)) }
+    }
+
+    /// The services behind the load balancer, by name.
+    pub fn public_services(&self) -> impl Iterator<Item = (&Service, &public::Public)> {
+        self.services.values().filter_map(|s| s.public.as_ref().map(|p| (s, p)))
+    }
+
+    /// Whether the VPC has public subnets: for NAT gateways or for the load balancer.
+    pub fn has_public_subnets(&self) -> bool {
+        self.network.egress == Egress::Nat || self.public_services().next().is_some()
     }
 
     /// The DNS name and port callers use to reach `service`.
@@ -423,6 +438,8 @@ fn read_config(path: &Path, doc: &toml::Spanned<DeTable<'_>>, problems: &mut Pro
                 environment: raw.environment.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
                 task_role_arn: raw.task_role_arn.as_ref().map(|r| r.value.clone()),
                 secrets: raw.secrets.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect(),
+                s3_buckets: raw.s3_buckets.iter().map(|b| b.value.clone()).collect(),
+                public: raw.public.as_ref().map(public::model),
             },
         );
         service_spans.insert(raw.name.value.clone(), raw);
@@ -487,6 +504,8 @@ pub(crate) struct RawService {
     pub environment: Vec<(Located<String>, Located<String>)>,
     pub task_role_arn: Option<Located<String>>,
     pub secrets: Vec<(Located<String>, Located<String>)>,
+    pub s3_buckets: Vec<Located<String>>,
+    pub public: Option<public::RawPublic>,
     pub span: std::ops::Range<usize>,
 }
 
@@ -499,6 +518,8 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
     let dns_ttl = s.integer("dns_ttl", problems);
     let calls = s.string_list("calls", problems).unwrap_or_default();
     let task_role_arn = s.string("task_role_arn", problems);
+    let s3_buckets = s.string_list("s3_buckets", problems).unwrap_or_default();
+    let public = s.table("public", problems).map(|p| public::read(p, problems));
     let mut environment = Vec::new();
     if let Some(mut env) = s.table("environment", problems) {
         for (key, value) in env.entries() {
@@ -544,6 +565,8 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
             "environment",
             "task_role_arn",
             "secrets",
+            "s3_buckets",
+            "public",
         ],
         problems,
     );
@@ -559,6 +582,8 @@ fn read_service(name: Located<String>, mut s: Section<'_, '_>, problems: &mut Pr
         environment,
         task_role_arn,
         secrets,
+        s3_buckets,
+        public,
         span,
     }
 }

@@ -90,6 +90,21 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    pub fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<Located<bool>> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(Located { value: *b, span: value.span() }),
+            other => {
+                problems.add(
+                    self.field(key),
+                    value.span(),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
     /// A value of any type, for keys that accept more than one (`nat_gateways = 1 | "per_az"`).
     pub fn value(&mut self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
         self.get(key)

@@ -119,3 +119,25 @@ fn the_china_partition_is_refused_up_front_and_gov_cloud_gets_its_arns() {
         "arn:aws-us-gov:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
     );
 }
+
+#[test]
+fn s3_buckets_need_a_task_role_and_a_way_to_s3() {
+    let with = |network: &str, service: &str| {
+        SEED.replace("max_azs = 2\n", &format!("max_azs = 2\n{network}"))
+            .replace("calls = [\"service1\"]\n", &format!("calls = [\"service1\"]\n{service}"))
+    };
+    let role = "task_role_arn = \"arn:aws:iam::123456789012:role/reports\"\n";
+    let buckets = "s3_buckets = [\"reports-2026\", \"exports.example.com\"]\n";
+    let c = parse(&with("", &format!("{role}{buckets}"))).unwrap();
+    assert_eq!(c.services["service2"].s3_buckets, ["reports-2026", "exports.example.com"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let err = parse(&with("egress = \"none\"\n", &format!("{role}{buckets}"))).unwrap_err().to_string();
+    assert!(err.contains("services.service2.s3_buckets") && err.contains("cannot reach S3"), "{err}");
+    let nat = parse(&with("egress = \"nat\"\n", &format!("{role}{buckets}"))).unwrap();
+    assert!(nat.warnings.iter().any(|w| w.contains("no endpoint policy narrows")), "{:?}", nat.warnings);
+    for bad in ["ab", "192.168.1.1", "-reports", "a..b", "s3://reports"] {
+        let err = parse(&with("", &format!("{role}s3_buckets = [\"{bad}\"]\n"))).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{bad}` is not an S3 bucket name")), "{bad}: {err}");
+    }
+}

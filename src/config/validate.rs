@@ -52,7 +52,9 @@ pub(crate) fn check(config: &Config, spans: &Spans, problems: &mut Problems) -> 
     for raw in spans.services.values() {
         check_service(config, raw, problems);
         check_secrets(config, raw, problems, &mut warnings);
+        check_buckets(config, raw, problems, &mut warnings);
     }
+    super::public::check(config, &spans.services, problems, &mut warnings);
     warnings
 }
 
@@ -230,17 +232,19 @@ fn check_egress(config: &Config, spans: &Spans, problems: &mut Problems) {
                 format!("only applies with egress = \"nat\" (egress is \"{mode}\"); drop it or set egress = \"nat\""),
             );
         }
-        if let Some(spans) = &e.public_subnet_cidrs {
+        if let Some(spans) = e.public_subnet_cidrs.as_ref().filter(|_| !config.has_public_subnets()) {
             let span = spans.first().cloned().unwrap_or_else(|| e.egress.clone().unwrap_or(0..0));
             problems.add(
                 "network.public_subnet_cidrs",
                 span,
                 format!(
-                    "only applies with egress = \"nat\" (egress is \"{mode}\"): other modes have no public subnets"
+                    "only applies with egress = \"nat\" or a public service (egress is \"{mode}\" and no service has a [services.<name>.public] table): the stack has no public subnets"
                 ),
             );
         }
-        return;
+        if !config.has_public_subnets() {
+            return;
+        }
     }
     match (&net.public_subnet_cidrs, &e.public_subnet_cidrs) {
         (Some(public), Some(public_spans)) => {
@@ -253,7 +257,7 @@ fn check_egress(config: &Config, spans: &Spans, problems: &mut Problems) {
         _ if net.subnet_cidrs.is_some() => problems.add(
             "network.public_subnet_cidrs",
             e.egress.clone().unwrap_or(spans.network.clone()),
-            "egress = \"nat\" needs one public subnet per AZ for the NAT gateways: with explicit subnet_cidrs, list them in public_subnet_cidrs too",
+            "the NAT gateways and the load balancer need one public subnet per AZ: with explicit subnet_cidrs, list them in public_subnet_cidrs too",
         ),
         _ => {}
     }
@@ -311,6 +315,57 @@ fn check_role_arn(field: &str, arn: &str, span: &Range<usize>, problems: &mut Pr
             format!("`{arn}` is not an IAM role ARN such as arn:aws:iam::123456789012:role/my-role"),
         );
     }
+}
+
+/// `s3_buckets`: bucket names, used with a task role (the endpoint policy admits that role to them), over a way
+/// out that reaches S3.
+fn check_buckets(config: &Config, raw: &RawService, problems: &mut Problems, warnings: &mut Vec<String>) {
+    let Some(first) = raw.s3_buckets.first() else { return };
+    let field = format!("services.{}.s3_buckets", raw.name.value);
+    for bucket in &raw.s3_buckets {
+        if let Err(why) = bucket_name(&bucket.value) {
+            problems.add(&field, bucket.span.clone(), format!("`{}` is not an S3 bucket name: {why}", bucket.value));
+        }
+    }
+    match config.network.egress {
+        Egress::None => problems.add(
+            &field,
+            first.span.clone(),
+            "with egress = \"none\" the tasks cannot reach S3; use egress = \"endpoints\" (the S3 endpoint admits the task role to these buckets only) or remove s3_buckets",
+        ),
+        Egress::Nat => warnings.push(format!(
+            "{field}: with egress = \"nat\" the tasks reach S3 through the NAT gateway, which no endpoint policy narrows; s3_buckets takes effect with egress = \"endpoints\""
+        )),
+        Egress::Endpoints => {}
+    }
+    if raw.task_role_arn.is_none() {
+        problems.add(
+            &field,
+            first.span.clone(),
+            format!("the tasks need a task role to use S3 buckets (the S3 endpoint admits that role only); set services.{}.task_role_arn", raw.name.value),
+        );
+    }
+}
+
+/// S3's rules for a bucket name (general purpose buckets); an ARN or an `s3://` URL is refused with the name form.
+fn bucket_name(name: &str) -> Result<(), String> {
+    if name.starts_with("arn:") || name.starts_with("s3://") {
+        return Err("give the bucket's name alone, without `arn:…:::` or `s3://`".into());
+    }
+    if !(3..=63).contains(&name.len()) {
+        return Err("use 3-63 characters".into());
+    }
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-') {
+        return Err("use lowercase letters, digits, dots and hyphens".into());
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge(name.chars().next()) || !edge(name.chars().last()) || name.contains("..") {
+        return Err("begin and end with a letter or digit, with no two dots in a row".into());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("a bucket name cannot look like an IP address".into());
+    }
+    Ok(())
 }
 
 /// Whether a task in a private subnet without NAT can pull the image: only from private ECR (a pull-through cache

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::config::public::LB_CALLER;
 use crate::model::{NodeId, edges};
 use crate::resource::{Live, LiveRule, Source};
 
@@ -42,11 +43,15 @@ pub fn audit(config: &Config, live: &Live) -> Audit {
         .iter()
         .filter_map(|(node, l)| match node {
             NodeId::Group(svc) => Some((l.id.as_str(), svc.as_str())),
+            NodeId::LbGroup => Some((l.id.as_str(), LB_CALLER)),
             _ => None,
         })
         .collect();
+    // The declared calls, and the load balancer's to each public service.
+    let lb_calls = config.public_services().map(|(svc, _)| (LB_CALLER.to_string(), svc.name.clone()));
     let declared: BTreeSet<Path> = edges(config)
         .into_iter()
+        .chain(lb_calls)
         .map(|(from, to)| {
             let port = config.services[&to].port;
             Path { from, to, ports: format!("tcp/{port}") }
@@ -55,7 +60,8 @@ pub fn audit(config: &Config, live: &Live) -> Audit {
     let mut allowed = BTreeSet::new();
     let mut extra = Vec::new();
     for rule in &live.rules {
-        let Some(to) = services.get(rule.group_id.as_str()) else { continue };
+        // The load balancer's own ingress (the listener ports from the allowed CIDRs) is its rule set's.
+        let Some(to) = services.get(rule.group_id.as_str()).filter(|to| **to != LB_CALLER) else { continue };
         let path = Path { from: source_name(&rule.source, &services), to: to.to_string(), ports: ports(rule) };
         if !declared.contains(&path) {
             extra.push((path.clone(), rule.rule_id.clone()));
@@ -65,6 +71,31 @@ pub fn audit(config: &Config, live: &Live) -> Audit {
     extra.sort();
     let missing = declared.iter().filter(|p| !allowed.contains(*p)).cloned().collect();
     Audit { allowed: allowed.into_iter().collect(), extra, missing }
+}
+
+/// Which services the internet reaches, from the live rules: only through the load balancer (the tasks have no
+/// public address), where its group admits a CIDR on a listener port and it may reach the service: a public
+/// service's own listener port, or any of them for a service it should not reach at all. Pure.
+pub fn internet(config: &Config, live: &Live, audit: &Audit) -> Vec<Path> {
+    let lb_group = live.get(&NodeId::LbGroup).map(|g| g.id.as_str());
+    let mut lb_ports: Vec<i32> = live
+        .rules
+        .iter()
+        .filter(|r| Some(r.group_id.as_str()) == lb_group && matches!(r.source, Source::Cidr(_)))
+        .map(|r| r.from_port)
+        .collect();
+    lb_ports.sort();
+    lb_ports.dedup();
+    let mut out = Vec::new();
+    for to in config.services.keys() {
+        if audit.allowed.iter().any(|p| p.from == LB_CALLER && p.to == *to) {
+            let listener = config.services[to].public.as_ref().map(|p| i32::from(p.port));
+            for port in lb_ports.iter().filter(|p| listener.is_none_or(|l| l == **p)) {
+                out.push(Path { from: "internet".into(), to: to.clone(), ports: format!("tcp/{port} via lb") });
+            }
+        }
+    }
+    out
 }
 
 fn source_name(source: &Source, services: &BTreeMap<&str, &str>) -> String {

@@ -102,6 +102,7 @@ pub fn context(
         propagation_timeout: crate::aws::propagation::DEFAULT_PROPAGATION_TIMEOUT,
         rollouts: Default::default(),
         replaced_rules: Default::default(),
+        replaced_target_groups: Default::default(),
         created: Default::default(),
         hints: Arc::new(live.hints.clone()),
         stop: stop.clone(),

@@ -159,6 +159,8 @@ pub async fn wait(
                         last.insert(arn.clone(), now);
                     }
                 }
+                Progress::Done(Ending::Completed, _)
+                    if !targets_healthy(ctx, service, &mut last, arn, watched, console).await => {}
                 Progress::Done(ending, reason) => {
                     let watched = pending.remove(arn).expect("watched");
                     let stopped = if ending.ok() {
@@ -222,6 +224,92 @@ pub async fn wait(
         delay = crate::aws::poll_delay(begun.elapsed());
     }
     done
+}
+
+/// Behind a load balancer, a service runs once the load balancer finds its tasks healthy: as many healthy targets in
+/// its target groups as it wants tasks. Prints the count when it changes.
+async fn targets_healthy(
+    ctx: &Ctx,
+    service: &Service,
+    last: &mut BTreeMap<String, (String, i32, i32, Option<String>)>,
+    arn: &str,
+    watched: &Started,
+    console: &Console,
+) -> bool {
+    let desired = service.desired_count();
+    for lb in service.load_balancers() {
+        let Some(tg) = lb.target_group_arn() else { continue };
+        let health = match target_health(&ctx.clients.elb, tg).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not read the health of {tg}");
+                return false;
+            }
+        };
+        if (health.healthy as i32) < desired {
+            let state = format!("waiting for healthy targets ({})", health.summary());
+            let now = (state.clone(), health.healthy as i32, desired, health.reasons.first().cloned());
+            if last.get(arn) != Some(&now) {
+                console.step(
+                    "rolling out",
+                    &format!("svc/{}", watched.service),
+                    &format!("{}/{desired} running, {state}", service.running_count()),
+                    None,
+                );
+                last.insert(arn.to_string(), now);
+            }
+            return false;
+        }
+    }
+    true
+}
+
+/// What the load balancer thinks of a target group's targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetHealth {
+    pub healthy: usize,
+    pub unhealthy: usize,
+    /// Registering (`initial`), draining, unused or unavailable.
+    pub other: usize,
+    /// Why the unhealthy ones are, as the load balancer says (`Target.ResponseCodeMismatch: ...`), once each.
+    pub reasons: Vec<String>,
+}
+
+impl TargetHealth {
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} healthy, {} unhealthy", self.healthy, self.unhealthy);
+        if self.other > 0 {
+            out.push_str(&format!(", {} registering or draining", self.other));
+        }
+        out
+    }
+}
+
+/// One DescribeTargetHealth of a target group.
+pub async fn target_health(elb: &aws_sdk_elasticloadbalancingv2::Client, tg: &str) -> Result<TargetHealth> {
+    use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum as State;
+    let out = elb.describe_target_health().target_group_arn(tg).send().await;
+    let out = out.map_err(|e| api_error(format!("read the target health of {tg}"), e))?;
+    let mut health = TargetHealth::default();
+    for d in out.target_health_descriptions() {
+        let th = d.target_health();
+        match th.and_then(|t| t.state()) {
+            Some(State::Healthy) => health.healthy += 1,
+            Some(State::Unhealthy) => {
+                health.unhealthy += 1;
+                let reason = th.and_then(|t| t.reason()).map(|r| r.as_str().to_string()).unwrap_or_default();
+                let text = match th.and_then(|t| t.description()) {
+                    Some(d) => format!("{reason}: {d}"),
+                    None => reason,
+                };
+                if !health.reasons.contains(&text) {
+                    health.reasons.push(text);
+                }
+            }
+            _ => health.other += 1,
+        }
+    }
+    Ok(health)
 }
 
 fn print_ending(console: &Console, r: &Rollout) {

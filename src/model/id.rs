@@ -48,6 +48,11 @@ pub enum NodeId {
     Endpoint(String),
     /// `vpce-rules`: every rule of the endpoint group.
     EndpointRules,
+    /// `vpce-clients-sg`: the group on every task that lets it reach the endpoints and S3. One group for all, so
+    /// that the endpoint group admits one source however many services there are (AWS allows 60 rules a group).
+    ClientGroup,
+    /// `vpce-clients-rules`: every rule of the clients group (egress only: HTTPS to the endpoints and S3).
+    ClientRules,
     /// `sd/<service>`: the Cloud Map service.
     SdService(String),
     /// `sg/<service>`.
@@ -63,6 +68,17 @@ pub enum NodeId {
     },
     /// `svc/<service>`: the ECS service.
     Service(String),
+    /// `lb-sg`: the load balancer's security group.
+    LbGroup,
+    /// `lb-rules`: every rule of the load balancer's group (in: the listener ports from the allowed CIDRs; out: the
+    /// public services on their ports).
+    LbRules,
+    /// `lb`: the stack's internet-facing application load balancer.
+    LoadBalancer,
+    /// `tg/<service>`: a public service's target group.
+    TargetGroup(String),
+    /// `listener/<port>`: a listener of the load balancer, with its routing rules.
+    Listener(u16),
     /// `<node>#<aws id>`: a second live resource carrying a node's tag (a twin left by a create whose response was
     /// lost). Found, reported and deleted, never created.
     Twin(Box<NodeId>, String),
@@ -87,13 +103,16 @@ impl NodeId {
             NodeId::ExecutionRole => Kind::ExecutionRole,
             NodeId::LogGroup => Kind::LogGroup,
             NodeId::PrefixList(_) => Kind::PrefixList,
-            NodeId::EndpointGroup | NodeId::Group(_) => Kind::SecurityGroup,
+            NodeId::EndpointGroup | NodeId::ClientGroup | NodeId::LbGroup | NodeId::Group(_) => Kind::SecurityGroup,
             NodeId::Endpoint(_) => Kind::Endpoint,
-            NodeId::EndpointRules | NodeId::Egress(_) => Kind::GroupRules,
+            NodeId::EndpointRules | NodeId::ClientRules | NodeId::LbRules | NodeId::Egress(_) => Kind::GroupRules,
             NodeId::SdService(_) => Kind::SdService,
             NodeId::TaskDef(_) => Kind::TaskDefinition,
             NodeId::Rule { .. } => Kind::IngressRule,
             NodeId::Service(_) => Kind::Service,
+            NodeId::LoadBalancer => Kind::LoadBalancer,
+            NodeId::TargetGroup(_) => Kind::TargetGroup,
+            NodeId::Listener(_) => Kind::Listener,
             NodeId::Twin(base, _) => base.kind(),
         }
     }
@@ -122,6 +141,11 @@ impl NodeId {
         NodeId::Group(service.to_string())
     }
 
+    /// The group of a rule's caller: a service's, or the load balancer's (`sg-rule/lb-><service>`).
+    pub fn caller_group(caller: &str) -> NodeId {
+        if caller == crate::config::public::LB_CALLER { NodeId::LbGroup } else { NodeId::group(caller) }
+    }
+
     pub fn rule(caller: &str, callee: &str) -> NodeId {
         NodeId::Rule { caller: caller.to_string(), callee: callee.to_string() }
     }
@@ -134,9 +158,12 @@ impl NodeId {
     /// The service a per-service node belongs to (`sg/api`, `td/api`, ... → `api`).
     pub fn service_name(&self) -> Option<&str> {
         match self.base() {
-            NodeId::SdService(s) | NodeId::Group(s) | NodeId::TaskDef(s) | NodeId::Egress(s) | NodeId::Service(s) => {
-                Some(s)
-            }
+            NodeId::SdService(s)
+            | NodeId::Group(s)
+            | NodeId::TaskDef(s)
+            | NodeId::Egress(s)
+            | NodeId::Service(s)
+            | NodeId::TargetGroup(s) => Some(s),
             _ => None,
         }
     }
@@ -168,12 +195,19 @@ impl fmt::Display for NodeId {
             NodeId::EndpointGroup => f.write_str("vpce-sg"),
             NodeId::Endpoint(s) => write!(f, "vpce/{s}"),
             NodeId::EndpointRules => f.write_str("vpce-rules"),
+            NodeId::ClientGroup => f.write_str("vpce-clients-sg"),
+            NodeId::ClientRules => f.write_str("vpce-clients-rules"),
             NodeId::SdService(s) => write!(f, "sd/{s}"),
             NodeId::Group(s) => write!(f, "sg/{s}"),
             NodeId::TaskDef(s) => write!(f, "td/{s}"),
             NodeId::Egress(s) => write!(f, "egress/{s}"),
             NodeId::Rule { caller, callee } => write!(f, "sg-rule/{caller}->{callee}"),
             NodeId::Service(s) => write!(f, "svc/{s}"),
+            NodeId::LbGroup => f.write_str("lb-sg"),
+            NodeId::LbRules => f.write_str("lb-rules"),
+            NodeId::LoadBalancer => f.write_str("lb"),
+            NodeId::TargetGroup(s) => write!(f, "tg/{s}"),
+            NodeId::Listener(port) => write!(f, "listener/{port}"),
             NodeId::Twin(base, id) => write!(f, "{base}#{id}"),
         }
     }
@@ -209,6 +243,16 @@ impl FromStr for NodeId {
             ("logs", None) => NodeId::LogGroup,
             ("vpce-sg", None) => NodeId::EndpointGroup,
             ("vpce-rules", None) => NodeId::EndpointRules,
+            ("vpce-clients-sg", None) => NodeId::ClientGroup,
+            ("vpce-clients-rules", None) => NodeId::ClientRules,
+            ("lb-sg", None) => NodeId::LbGroup,
+            ("lb-rules", None) => NodeId::LbRules,
+            ("lb", None) => NodeId::LoadBalancer,
+            ("tg", Some(s)) => NodeId::TargetGroup(s),
+            ("listener", Some(port)) => match port.parse::<u16>() {
+                Ok(p) if p > 0 && p.to_string() == port => NodeId::Listener(p),
+                _ => return Err(unknown()),
+            },
             ("role", Some(name)) if name == "execution" => NodeId::ExecutionRole,
             ("linked-role", Some(name)) => NodeId::LinkedRole(name),
             ("subnet", Some(az)) => NodeId::Subnet(az),
@@ -291,12 +335,20 @@ mod tests {
             "vpce-sg",
             "vpce/ecr.api",
             "vpce-rules",
+            "vpce-clients-sg",
+            "vpce-clients-rules",
             "sd/api",
             "sg/api-gw",
             "td/api",
             "egress/api",
             "sg-rule/web->api",
             "svc/api",
+            "lb-sg",
+            "lb-rules",
+            "lb",
+            "tg/web",
+            "listener/443",
+            "sg-rule/lb->web",
             "vpc#vpc-123",
             "td/api#7",
         ] {
@@ -307,7 +359,20 @@ mod tests {
 
     #[test]
     fn unknown_and_malformed_ids_are_refused() {
-        for s in ["", "frob", "frob/x", "sg/", "sg-rule/web", "sg-rule/->api", "role/task", "vpc#", "vpc/x"] {
+        for s in [
+            "",
+            "frob",
+            "frob/x",
+            "sg/",
+            "sg-rule/web",
+            "sg-rule/->api",
+            "role/task",
+            "vpc#",
+            "vpc/x",
+            "listener/0",
+            "listener/08",
+            "listener/https",
+        ] {
             assert!(s.parse::<NodeId>().is_err(), "{s} must not parse");
         }
     }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 pub use id::{NodeId, UnknownNode};
 
+use crate::config::public::{LB_CALLER, Public};
 use crate::config::secrets::{SecretArn, Store};
 use crate::config::{Config, Egress, NatGateways, validate_carve_bits};
 use crate::resource::group_rules::{Peer, Permission};
@@ -30,6 +31,7 @@ pub fn execution_policy_arn(region: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
 }
 pub const HTTPS: u16 = 443;
+pub const HTTP: u16 = 80;
 
 /// Every node the config asks for, in a deterministic order.
 pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node> {
@@ -54,10 +56,10 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
         push(subnets[i].clone(), Spec::Subnet(spec), vec![NodeId::Vpc]);
     }
 
-    // The way out of the private subnets (see README: egress modes).
+    // Public subnets: the NAT gateways' and the load balancer's (see README: egress modes, public services).
     let mut nats = Vec::new();
-    if egress == Egress::Nat {
-        let public: Vec<NodeId> = azs.iter().map(|az| NodeId::PublicSubnet(az.clone())).collect();
+    let public: Vec<NodeId> = azs.iter().map(|az| NodeId::PublicSubnet(az.clone())).collect();
+    if config.has_public_subnets() {
         for (i, az) in azs.iter().enumerate() {
             let spec = subnet::Spec {
                 az: az.clone(),
@@ -87,6 +89,9 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
                 vec![public_table.clone(), subnet.clone()],
             );
         }
+    }
+    // The way out of the private subnets (see README: egress modes).
+    if egress == Egress::Nat {
         let nat_azs = match config.network.nat_gateways {
             NatGateways::One => &azs[..1],
             NatGateways::PerAz => azs,
@@ -171,27 +176,52 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
             let mut deps = vec![NodeId::VpcDns, NodeId::EndpointGroup];
             deps.extend(subnets.iter().cloned());
             let id = NodeId::Endpoint(service.into());
-            push(id.clone(), Spec::Endpoint(endpoint::Spec { service: service.into(), gateway: false }), deps);
+            push(
+                id.clone(),
+                Spec::Endpoint(endpoint::Spec { service: service.into(), gateway: false, buckets: Default::default() }),
+                deps,
+            );
             endpoint_nodes.push(id);
         }
         let mut deps = vec![NodeId::Vpc];
         deps.extend(private_tables.iter().cloned());
         let s3_endpoint = NodeId::Endpoint("s3".into());
-        push(s3_endpoint.clone(), Spec::Endpoint(endpoint::Spec { service: "s3".into(), gateway: true }), deps);
+        let spec = endpoint::Spec { service: "s3".into(), gateway: true, buckets: bucket_grants(config) };
+        push(s3_endpoint.clone(), Spec::Endpoint(spec), deps);
         endpoint_nodes.push(s3_endpoint);
-        let ingress = groups.iter().map(|g| Permission { port: HTTPS, peer: Peer::Group(g.clone()) }).collect();
-        let mut deps = vec![NodeId::EndpointGroup];
-        deps.extend(groups.iter().cloned());
+        // Every task carries the clients group besides its own: the endpoints admit that one group, and only it
+        // may reach them and S3, so the endpoint group needs one rule however many services there are.
+        push(
+            NodeId::ClientGroup,
+            Spec::SecurityGroup(security_group::Spec {
+                service: String::new(),
+                group_name: format!("{stack}-vpc-endpoint-clients"),
+                description: format!("secep {stack}: on every task; reaches the VPC endpoints and S3, admits nothing"),
+            }),
+            vec![NodeId::Vpc],
+        );
+        push(
+            NodeId::ClientRules,
+            Spec::GroupRules(group_rules::Spec {
+                group: NodeId::ClientGroup,
+                ingress: Some(vec![]),
+                egress: Some(vec![
+                    Permission { port: HTTPS, peer: Peer::Group(NodeId::EndpointGroup) },
+                    Permission { port: HTTPS, peer: Peer::PrefixList(s3.clone()) },
+                ]),
+            }),
+            vec![NodeId::ClientGroup, NodeId::EndpointGroup, s3.clone()],
+        );
         push(
             NodeId::EndpointRules,
             Spec::GroupRules(group_rules::Spec {
                 group: NodeId::EndpointGroup,
-                ingress: Some(ingress),
+                ingress: Some(vec![Permission { port: HTTPS, peer: Peer::Group(NodeId::ClientGroup) }]),
                 egress: Some(vec![]),
             }),
-            deps,
+            vec![NodeId::EndpointGroup, NodeId::ClientGroup],
         );
-        endpoint_nodes.push(NodeId::EndpointRules);
+        endpoint_nodes.extend([NodeId::ClientGroup, NodeId::ClientRules, NodeId::EndpointRules]);
     }
 
     for svc in config.services.values() {
@@ -219,7 +249,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
                 ingress: None,
                 egress: Some(egress_permissions(config, svc)),
             }),
-            egress_deps(&groups, egress),
+            groups.clone(),
         );
     }
     for (caller, callee) in edges(config) {
@@ -230,6 +260,7 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
             vec![NodeId::group(&caller), NodeId::group(&callee)],
         );
     }
+    let lb_nodes = load_balancer_nodes(config, &public, &mut push);
     for svc in config.services.values() {
         let name = &svc.name;
         let mut deps = vec![
@@ -252,22 +283,170 @@ pub fn desired_nodes(config: &Config, azs: &[String], region: &str) -> Vec<Node>
                 .filter(|(_, callee)| callee == name)
                 .map(|(caller, callee)| NodeId::rule(&caller, &callee)),
         );
+        // Behind the load balancer: it starts once its target group is attached and the load balancer may reach it.
+        deps.extend(lb_nodes.iter().filter(|(service, _)| service == name).map(|(_, node)| node.clone()));
         push(
             NodeId::Service(name.clone()),
-            Spec::Service(service::Spec { service: name.clone(), desired_count: svc.desired_count }),
+            Spec::Service(service::Spec {
+                service: name.clone(),
+                desired_count: svc.desired_count,
+                public_port: svc.public.as_ref().map(|_| svc.port),
+            }),
             deps,
         );
     }
     nodes
 }
 
+/// The load balancer and what goes with it, when some service is public: its group and that group's rules, the
+/// `lb-><service>` rules, a target group per public service and a listener per port. Returns, per public service,
+/// the nodes its ECS service waits for.
+fn load_balancer_nodes(
+    config: &Config,
+    public_subnets: &[NodeId],
+    push: &mut impl FnMut(NodeId, Spec, Vec<NodeId>),
+) -> Vec<(String, NodeId)> {
+    let stack = &config.stack.name;
+    let public: Vec<(&crate::config::Service, &Public)> = config.public_services().collect();
+    if public.is_empty() {
+        return Vec::new();
+    }
+    let mut waits = Vec::new();
+    push(
+        NodeId::LbGroup,
+        Spec::SecurityGroup(security_group::Spec {
+            service: String::new(),
+            group_name: format!("{stack}-load-balancer"),
+            description: format!(
+                "secep {stack}: the load balancer; admits its listener ports, reaches the public services"
+            ),
+        }),
+        vec![NodeId::Vpc],
+    );
+    let listeners = listener_specs(&public);
+    let mut ingress: Vec<Permission> = Vec::new();
+    for (_, p) in &public {
+        let mut ports = vec![p.port];
+        if p.redirect_http && p.https() {
+            ports.push(HTTP);
+        }
+        for port in ports {
+            ingress.extend(p.allow_cidrs.iter().map(|c| Permission { port, peer: Peer::Cidr(c.clone()) }));
+        }
+    }
+    ingress.sort();
+    ingress.dedup();
+    let egress: Vec<Permission> = public
+        .iter()
+        .map(|(svc, _)| Permission { port: svc.port, peer: Peer::Group(NodeId::group(&svc.name)) })
+        .collect();
+    let mut deps = vec![NodeId::LbGroup];
+    deps.extend(public.iter().map(|(svc, _)| NodeId::group(&svc.name)));
+    push(
+        NodeId::LbRules,
+        Spec::GroupRules(group_rules::Spec { group: NodeId::LbGroup, ingress: Some(ingress), egress: Some(egress) }),
+        deps,
+    );
+    for (svc, p) in &public {
+        let name = &svc.name;
+        let rule = NodeId::rule(LB_CALLER, name);
+        push(
+            rule.clone(),
+            Spec::IngressRule(ingress_rule::Spec { caller: LB_CALLER.into(), callee: name.clone(), port: svc.port }),
+            vec![NodeId::LbGroup, NodeId::group(name)],
+        );
+        let tg = NodeId::TargetGroup(name.clone());
+        push(
+            tg.clone(),
+            Spec::TargetGroup(target_group::Spec {
+                name: crate::resource::elb::tg_name(stack, name, svc.port),
+                service: name.clone(),
+                port: svc.port,
+                health_check_path: p.health_check_path.clone(),
+            }),
+            vec![NodeId::Vpc],
+        );
+        waits.extend([(name.clone(), rule), (name.clone(), tg), (name.clone(), NodeId::LbRules)]);
+    }
+    let mut deps: Vec<NodeId> = public_subnets.to_vec();
+    deps.extend(public_subnets.iter().map(NodeId::association_of));
+    deps.extend([NodeId::LbGroup, NodeId::InternetGateway, NodeId::RouteTable("public".into())]);
+    push(
+        NodeId::LoadBalancer,
+        Spec::LoadBalancer(load_balancer::Spec { name: crate::resource::elb::lb_name(stack) }),
+        deps,
+    );
+    for spec in listeners {
+        let node = NodeId::Listener(spec.port);
+        let mut deps = vec![NodeId::LoadBalancer];
+        let served: Vec<String> = match &spec.default {
+            listener::Target::Service(s) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+        .into_iter()
+        .chain(spec.routes.iter().map(|r| r.service.clone()))
+        .collect();
+        deps.extend(served.iter().map(|s| NodeId::TargetGroup(s.clone())));
+        waits.extend(served.iter().map(|s| (s.clone(), node.clone())));
+        push(node, Spec::Listener(spec), deps);
+    }
+    waits
+}
+
+/// One listener per public port (with the default service and the routed ones, most specific route first), and
+/// port 80's redirect to HTTPS when a service asks for it.
+pub fn listener_specs(public: &[(&crate::config::Service, &Public)]) -> Vec<listener::Spec> {
+    let mut by_port: std::collections::BTreeMap<u16, Vec<(&crate::config::Service, &Public)>> = Default::default();
+    for (svc, p) in public {
+        by_port.entry(p.port).or_default().push((svc, p));
+    }
+    let mut out = Vec::new();
+    for (port, services) in &by_port {
+        let default = services
+            .iter()
+            .find(|(_, p)| p.path.is_none() && p.host.is_none())
+            .map_or(listener::Target::NotFound, |(svc, _)| listener::Target::Service(svc.name.clone()));
+        let mut routed: Vec<&(&crate::config::Service, &Public)> =
+            services.iter().filter(|(_, p)| p.path.is_some() || p.host.is_some()).collect();
+        // Host and path before host alone before path alone; a longer pattern before a shorter one.
+        routed.sort_by_key(|(svc, p)| {
+            let rank = match (&p.host, &p.path) {
+                (Some(_), Some(_)) => 0,
+                (Some(_), None) => 1,
+                _ => 2,
+            };
+            let length = p.host.as_deref().unwrap_or("").len() + p.path.as_deref().unwrap_or("").len();
+            (rank, std::cmp::Reverse(length), svc.name.clone())
+        });
+        let routes = routed
+            .iter()
+            .map(|(svc, p)| listener::Route { service: svc.name.clone(), host: p.host.clone(), path: p.path.clone() })
+            .collect();
+        out.push(listener::Spec {
+            port: *port,
+            certificate_arn: services[0].1.certificate_arn.clone(),
+            default,
+            routes,
+        });
+    }
+    if let Some((_, p)) = public.iter().find(|(_, p)| p.redirect_http && p.https()) {
+        out.push(listener::Spec {
+            port: HTTP,
+            certificate_arn: None,
+            default: listener::Target::Redirect(p.port),
+            routes: Vec::new(),
+        });
+    }
+    out
+}
+
 fn association(table: &NodeId, subnet: &NodeId) -> Spec {
     Spec::RouteTableAssociation(association::Spec { table: table.clone(), subnet: subnet.clone() })
 }
 
-/// Where a service's tasks may connect: the services it calls, on their ports, and the way out the egress mode
-/// gives (HTTPS to the endpoints and S3, or HTTPS anywhere through NAT). Nothing else, not even the default
-/// allow-all egress AWS gives a new group.
+/// Where a service's tasks may connect: the services it calls, on their ports, and with NAT HTTPS anywhere (with
+/// endpoints, the clients group every task carries reaches them). Nothing else, not even the default allow-all
+/// egress AWS gives a new group.
 fn egress_permissions(config: &Config, svc: &crate::config::Service) -> Vec<Permission> {
     let mut out: Vec<Permission> = svc
         .calls
@@ -275,25 +454,12 @@ fn egress_permissions(config: &Config, svc: &crate::config::Service) -> Vec<Perm
         .map(|callee| Permission { port: config.services[callee].port, peer: Peer::Group(NodeId::group(callee)) })
         .collect();
     match config.network.egress {
-        Egress::Endpoints => {
-            out.push(Permission { port: HTTPS, peer: Peer::Group(NodeId::EndpointGroup) });
-            out.push(Permission { port: HTTPS, peer: Peer::PrefixList(NodeId::PrefixList("s3".into())) });
-        }
         Egress::Nat => out.push(Permission { port: HTTPS, peer: Peer::Cidr("0.0.0.0/0".into()) }),
-        Egress::None => {}
+        Egress::Endpoints | Egress::None => {}
     }
     out.sort();
     out.dedup();
     out
-}
-
-/// An egress node may name any group of the stack: it goes after all of them, and is removed before any.
-fn egress_deps(groups: &[NodeId], egress: Egress) -> Vec<NodeId> {
-    let mut deps = groups.to_vec();
-    if egress == Egress::Endpoints {
-        deps.extend([NodeId::EndpointGroup, NodeId::PrefixList("s3".into())]);
-    }
-    deps
 }
 
 /// The interface endpoints the tasks need: ECR and Logs always, Secrets Manager, SSM and KMS when a service reads
@@ -317,6 +483,17 @@ pub fn interface_endpoints(config: &Config) -> Vec<&'static str> {
         out.push("kms");
     }
     out
+}
+
+/// Which task role may reach which buckets through the S3 endpoint (`s3_buckets`; validated to come with a role).
+fn bucket_grants(config: &Config) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut grants = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for svc in config.services.values() {
+        if let Some(role) = svc.task_role_arn.as_ref().filter(|_| !svc.s3_buckets.is_empty()) {
+            grants.entry(role.clone()).or_default().extend(svc.s3_buckets.iter().cloned());
+        }
+    }
+    grants
 }
 
 /// What the execution role may read for the services' secrets: exactly their ARNs, and the KMS key if given.
@@ -443,13 +620,29 @@ pub fn recorded_graph(ids: &[NodeId]) -> Vec<(NodeId, Vec<NodeId>)> {
                 | NodeId::Namespace
                 | NodeId::Group(_)
                 | NodeId::EndpointGroup
+                | NodeId::LbGroup
+                | NodeId::TargetGroup(_)
                 | NodeId::InternetGateway
                 | NodeId::VpcDns
                 | NodeId::DefaultGroup => deps.push(NodeId::Vpc),
                 NodeId::SdService(_) => deps.push(NodeId::Namespace),
                 NodeId::Cluster => deps.extend(all(|i| matches!(i, NodeId::LinkedRole(_)))),
                 NodeId::TaskDef(_) => deps.extend(all(|i| matches!(i, NodeId::ExecutionRole | NodeId::LogGroup))),
-                NodeId::Rule { caller, callee } => deps.extend([NodeId::group(caller), NodeId::group(callee)]),
+                NodeId::Rule { caller, callee } => deps.extend([NodeId::caller_group(caller), NodeId::group(callee)]),
+                NodeId::LbRules => {
+                    deps.push(NodeId::LbGroup);
+                    deps.extend(all(|i| matches!(i, NodeId::Group(_))));
+                }
+                // Its network interfaces hold public addresses: it goes before the gateway, the subnets and group.
+                NodeId::LoadBalancer => {
+                    deps.extend([NodeId::LbGroup, NodeId::InternetGateway, NodeId::RouteTable("public".into())]);
+                    deps.extend(all(|i| matches!(i, NodeId::PublicSubnet(_))));
+                    deps.extend(all(|i| matches!(i, NodeId::Association(s) if matches!(**s, NodeId::PublicSubnet(_)))));
+                }
+                NodeId::Listener(_) => {
+                    deps.push(NodeId::LoadBalancer);
+                    deps.extend(all(|i| matches!(i, NodeId::TargetGroup(_))));
+                }
                 NodeId::RouteTable(name) if name == "public" => {
                     deps.extend([NodeId::Vpc, NodeId::InternetGateway]);
                     deps.extend(all(|i| matches!(i, NodeId::PublicSubnet(_))));
@@ -483,8 +676,13 @@ pub fn recorded_graph(ids: &[NodeId]) -> Vec<(NodeId, Vec<NodeId>)> {
                     deps.extend(all(|i| matches!(i, NodeId::Subnet(_))));
                 }
                 NodeId::EndpointRules => {
-                    deps.push(NodeId::EndpointGroup);
+                    deps.extend([NodeId::EndpointGroup, NodeId::ClientGroup]);
+                    // Before the clients group, a rule per service group.
                     deps.extend(all(|i| matches!(i, NodeId::Group(_))));
+                }
+                NodeId::ClientGroup => deps.push(NodeId::Vpc),
+                NodeId::ClientRules => {
+                    deps.extend([NodeId::ClientGroup, NodeId::EndpointGroup, NodeId::PrefixList("s3".into())])
                 }
                 NodeId::Egress(_) => {
                     deps.extend(all(|i| matches!(i, NodeId::Group(_))));
@@ -501,11 +699,22 @@ pub fn recorded_graph(ids: &[NodeId]) -> Vec<(NodeId, Vec<NodeId>)> {
                     deps.extend(all(|i| matches!(i, NodeId::Subnet(_))));
                     deps.extend(private_tables());
                     deps.extend(all(|i| matches!(i, NodeId::Association(s) if matches!(**s, NodeId::Subnet(_)))));
-                    deps.extend(all(|i| matches!(i, NodeId::VpcDns | NodeId::Endpoint(_) | NodeId::EndpointRules)));
+                    deps.extend(all(|i| {
+                        matches!(
+                            i,
+                            NodeId::VpcDns
+                                | NodeId::Endpoint(_)
+                                | NodeId::EndpointRules
+                                | NodeId::ClientGroup
+                                | NodeId::ClientRules
+                        )
+                    }));
                     let callee = name.clone();
                     deps.extend(
                         ids.iter().filter(|i| matches!(i, NodeId::Rule { callee: c, .. } if *c == callee)).cloned(),
                     );
+                    deps.extend([NodeId::TargetGroup(name.clone()), NodeId::LbRules]);
+                    deps.extend(all(|i| matches!(i, NodeId::Listener(_))));
                 }
                 _ => {}
             }

@@ -35,6 +35,14 @@ fn teardown_graph_from_ids_matches_the_desired_graph() {
             if matches!(node.id, NodeId::RouteTable(_)) {
                 got.retain(|d| !matches!(d, NodeId::Subnet(_) | NodeId::PublicSubnet(_)));
             }
+            // And rule sets recorded before the clients group may still name the service groups, the endpoint
+            // group or S3's prefix list: they are revoked before those go.
+            if matches!(node.id, NodeId::EndpointRules) {
+                got.retain(|d| !matches!(d, NodeId::Group(_)));
+            }
+            if matches!(node.id, NodeId::Egress(_)) {
+                got.retain(|d| !matches!(d, NodeId::EndpointGroup | NodeId::PrefixList(_)));
+            }
             want.sort();
             got.sort();
             assert_eq!(got, want, "dependencies of {} with egress {egress:?} {nat_gateways:?}", node.id);
@@ -63,7 +71,15 @@ fn spec_digests_are_those_of_the_last_release() {
                 .collect();
             for line in golden.lines().filter(|l| l.starts_with(&format!("{file} {} ", egress.as_str()))) {
                 let [_, _, id, digest] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("bad line {line}") };
-                assert_eq!(digests.get(id).map(String::as_str), Some(digest), "{file} {egress:?} {id}");
+                // Issue 20 changed these on purpose: with endpoints, the clients group (not each service group)
+                // reaches the endpoints, so the endpoint group's and the service groups' rules are updated once.
+                let moved_to_clients_group =
+                    egress == Egress::Endpoints && (id == "vpce-rules" || id.starts_with("egress/"));
+                if moved_to_clients_group {
+                    assert_ne!(digests.get(id).map(String::as_str), Some(digest), "{file} {id} was meant to change");
+                } else {
+                    assert_eq!(digests.get(id).map(String::as_str), Some(digest), "{file} {egress:?} {id}");
+                }
                 checked += 1;
             }
         }
@@ -87,7 +103,7 @@ fn state_files_of_the_last_release_load_and_match_their_config() {
             c = with_egress(&c, Egress::Endpoints, NatGateways::One);
         }
         // Nodes added since that release: the first `up` after an upgrade creates them.
-        let added_since = [NodeId::DefaultGroup];
+        let added_since = [NodeId::DefaultGroup, NodeId::ClientGroup, NodeId::ClientRules];
         let nodes: Vec<Node> = desired_nodes(&c, &azs.map(String::from), "us-east-1")
             .into_iter()
             .filter(|n| !added_since.contains(&n.id))
@@ -95,7 +111,11 @@ fn state_files_of_the_last_release_load_and_match_their_config() {
         assert_eq!(doc.nodes.len(), nodes.len(), "{state}");
         for node in nodes {
             let record = doc.nodes.get(&node.id).unwrap_or_else(|| panic!("{state}: {} not recorded", node.id));
-            assert_eq!(record.digest, node.spec.digest(), "{state}: {}", node.id);
+            let moved_to_clients_group =
+                matches!(node.id, NodeId::EndpointRules | NodeId::Egress(_)) && c.network.egress == Egress::Endpoints;
+            if !moved_to_clients_group {
+                assert_eq!(record.digest, node.spec.digest(), "{state}: {}", node.id);
+            }
         }
     }
 }

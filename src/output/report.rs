@@ -112,6 +112,8 @@ pub struct DownNode {
 #[derive(Debug, Serialize)]
 pub struct Reachability<'a> {
     pub allowed: &'a [Path],
+    /// What the internet reaches (through the load balancer only).
+    pub internet: Vec<Path>,
     pub extra: Vec<ExtraPath<'a>>,
     pub missing: &'a [Path],
 }
@@ -128,6 +130,7 @@ impl<'a> Reachability<'a> {
     pub fn of(audit: &'a Audit) -> Reachability<'a> {
         Reachability {
             allowed: &audit.allowed,
+            internet: Vec::new(),
             extra: audit.extra.iter().map(|(p, rule)| ExtraPath::of(p, rule)).collect(),
             missing: &audit.missing,
         }
@@ -152,7 +155,26 @@ pub struct StatusReport<'a> {
     pub nodes: &'a [NodeStatus],
     pub services: Vec<ServiceStatus>,
     pub reachability: Reachability<'a>,
+    /// The stack's load balancer, when a service is public.
+    pub load_balancer: Option<LoadBalancerStatus>,
     pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadBalancerStatus {
+    pub dns_name: Option<String>,
+    pub state: Option<String>,
+    pub services: Vec<PublicStatus>,
+}
+
+/// A public service as the internet sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicStatus {
+    pub service: String,
+    pub url: String,
+    pub listener_port: u16,
+    /// What the load balancer thinks of its tasks (`None`: not read: no target group live).
+    pub targets: Option<crate::engine::rollout::TargetHealth>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,13 +198,18 @@ pub struct ServiceStatus {
     /// Why the latest stopped tasks stopped, read only when the rollout failed or tasks keep failing.
     pub stopped_tasks: Vec<String>,
     pub cloud_map_instances: Option<i32>,
+    /// Behind the load balancer: none of its running tasks passes the health check.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_healthy_target: bool,
 }
 
 impl ServiceStatus {
-    /// A rollout that failed, was rolled back, or keeps failing tasks: the service does not run as deployed.
+    /// A rollout that failed, was rolled back, or keeps failing tasks, or a public service the load balancer finds
+    /// no healthy task of: the service does not run as deployed.
     pub fn unhealthy(&self) -> bool {
         self.failed_rollout.is_some()
             || (self.rollout.as_deref() == Some("IN_PROGRESS") && self.failed_tasks.unwrap_or(0) > 0)
+            || self.no_healthy_target
     }
 }
 

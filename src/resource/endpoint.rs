@@ -2,7 +2,7 @@
 //! endpoint group, with private DNS (so the usual service names resolve to it); or a gateway endpoint on the private
 //! route tables (S3).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,11 @@ use crate::model::{Node, NodeId};
 pub struct Spec {
     pub service: String,
     pub gateway: bool,
+    /// The S3 gateway endpoint only: task role ARN → the buckets it may reach through the endpoint
+    /// (`s3_buckets`). Not in the digest: they change only the policy, which is updated in place (compare sees
+    /// it), never a reason to replace the endpoint.
+    #[serde(skip)]
+    pub buckets: BTreeMap<String, BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -59,18 +64,28 @@ impl Facts {
 
 /// What an endpoint lets through; AWS's default policy lets anyone do anything through it, so with egress to the S3
 /// prefix list any task could read or write any bucket in the region. The S3 gateway endpoint lets through only
-/// what ECR image pulls need (its layer bucket); an interface endpoint only principals of the account (`None` while
-/// the account is not known yet: the update after the create sets it).
+/// what ECR image pulls need (its layer bucket), and each service's task role to the buckets the service lists
+/// (any action: the role's own policy says which); an interface endpoint only principals of the account (`None`
+/// while the account is not known yet: the update after the create sets it).
 pub fn policy(spec: &Spec, region: &str, account: Option<&str>) -> Option<serde_json::Value> {
+    let partition = crate::config::secrets::partition_of(region);
     if spec.gateway {
-        let partition = crate::config::secrets::partition_of(region);
-        return Some(serde_json::json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "EcrImageLayersOnly", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-                "Resource": format!("arn:{partition}:s3:::prod-{region}-starport-layer-bucket/*"),
-            }],
-        }));
+        let mut statements = vec![serde_json::json!({
+            "Sid": "EcrImageLayersOnly", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": format!("arn:{partition}:s3:::prod-{region}-starport-layer-bucket/*"),
+        })];
+        for (i, (role, buckets)) in spec.buckets.iter().enumerate() {
+            let resources: Vec<String> = buckets
+                .iter()
+                .flat_map(|b| [format!("arn:{partition}:s3:::{b}"), format!("arn:{partition}:s3:::{b}/*")])
+                .collect();
+            statements.push(serde_json::json!({
+                "Sid": format!("TaskRoleBuckets{}", i + 1), "Effect": "Allow", "Principal": "*", "Action": "s3:*",
+                "Resource": resources,
+                "Condition": { "ArnEquals": { "aws:PrincipalArn": role } },
+            }));
+        }
+        return Some(serde_json::json!({ "Version": "2012-10-17", "Statement": statements }));
     }
     let account = account?;
     Some(serde_json::json!({
@@ -154,7 +169,7 @@ impl fmt::Display for Change {
             Change::RouteTables { add, remove } => delta(f, "route tables", add, remove),
             Change::Groups { add, remove } => delta(f, "security groups", add, remove),
             Change::PrivateDnsOff => f.write_str("private DNS is off"),
-            Change::Policy => f.write_str("its policy lets through more than the stack needs (AWS's default: anything)"),
+            Change::Policy => f.write_str("its policy differs from the config's (AWS's default lets anything through)"),
             Change::NotAvailable(state) => write!(f, "is {state}, not available"),
         }
     }
@@ -460,7 +475,7 @@ mod tests {
     }
 
     fn interface() -> (Node, Spec) {
-        let spec = Spec { service: "ecr.api".into(), gateway: false };
+        let spec = Spec { service: "ecr.api".into(), gateway: false, buckets: BTreeMap::new() };
         let node = Node {
             id: NodeId::Endpoint("ecr.api".into()),
             spec: crate::resource::Spec::Endpoint(spec.clone()),
@@ -470,7 +485,7 @@ mod tests {
     }
 
     fn gateway() -> (Node, Spec) {
-        let spec = Spec { service: "s3".into(), gateway: true };
+        let spec = Spec { service: "s3".into(), gateway: true, buckets: BTreeMap::new() };
         let node = Node {
             id: NodeId::Endpoint("s3".into()),
             spec: crate::resource::Spec::Endpoint(spec.clone()),
@@ -533,6 +548,24 @@ mod tests {
         let none = Facts { policy: None, ..interface_facts() };
         assert_eq!(compare(&node, &spec, &none, &refs()), [Change::Policy]);
         assert!(policy(&spec, "us-east-1", Some("123456789012")).unwrap().to_string().contains("aws:PrincipalAccount"));
+    }
+
+    #[test]
+    fn listed_buckets_open_the_s3_endpoint_to_their_task_role_only() {
+        let (_, mut spec) = gateway();
+        let role = "arn:aws-us-gov:iam::123456789012:role/reports";
+        spec.buckets.insert(role.into(), BTreeSet::from(["reports-2026".to_string()]));
+        let doc = policy(&spec, "us-gov-west-1", None).unwrap();
+        let statements = doc["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2, "{doc}");
+        assert_eq!(
+            statements[1]["Resource"],
+            serde_json::json!(["arn:aws-us-gov:s3:::reports-2026", "arn:aws-us-gov:s3:::reports-2026/*"])
+        );
+        assert_eq!(statements[1]["Condition"], serde_json::json!({"ArnEquals": {"aws:PrincipalArn": role}}));
+        // The buckets change the policy in place, never the digest that would replace the endpoint.
+        let (_, plain) = gateway();
+        assert_eq!(serde_json::to_string(&plain).unwrap(), serde_json::to_string(&spec).unwrap());
     }
 
     fn compare(node: &Node, spec: &Spec, facts: &Facts, refs: &BTreeMap<NodeId, Record>) -> Vec<Change> {

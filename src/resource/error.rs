@@ -65,7 +65,13 @@ impl ErrorKind {
             | "NamespaceNotFound"
             | "ServiceNotFound"
             | "InstanceNotFound"
-            | "OperationNotFound" => ErrorKind::NotFound,
+            | "OperationNotFound"
+            | "LoadBalancerNotFound"
+            | "TargetGroupNotFound"
+            | "ListenerNotFound"
+            | "RuleNotFound" => ErrorKind::NotFound,
+            // The load balancer's certificate: the user's to fix, not a resource of the stack that is gone.
+            "CertificateNotFound" => ErrorKind::Invalid,
             c if c.ends_with(".NotFound") => ErrorKind::NotFound,
             "InvalidGroup.Duplicate"
             | "InvalidPermission.Duplicate"
@@ -75,7 +81,10 @@ impl ErrorKind {
             | "ServiceAlreadyExists"
             | "ConflictingDomainExists"
             | "Resource.AlreadyAssociated"
-            | "RouteAlreadyExists" => ErrorKind::AlreadyExists,
+            | "RouteAlreadyExists"
+            | "DuplicateLoadBalancerName"
+            | "DuplicateTargetGroupName"
+            | "DuplicateListener" => ErrorKind::AlreadyExists,
             "DependencyViolation"
             | "DeleteConflict"
             | "ClusterContainsServicesException"
@@ -87,7 +96,8 @@ impl ErrorKind {
             | "DuplicateRequest"
             | "IncorrectState"
             | "ConcurrentModification"
-            | "ConcurrentModificationException" => ErrorKind::InUse,
+            | "ConcurrentModificationException"
+            | "PriorityInUse" => ErrorKind::InUse,
             "AccessDenied"
             | "AccessDeniedException"
             | "UnauthorizedOperation"
@@ -99,6 +109,8 @@ impl ErrorKind {
             | "SignatureDoesNotMatch" => ErrorKind::AccessDenied,
             "LimitExceeded" | "LimitExceededException" | "ServiceQuotaExceededException" => ErrorKind::Quota,
             c if c.ends_with("LimitExceeded") => ErrorKind::Quota,
+            // Elastic Load Balancing's quotas: TooManyLoadBalancers, TooManyTargetGroups, TooManyRules, ...
+            c if c.starts_with("TooMany") => ErrorKind::Quota,
             // A new execution role is refused to a task definition for a few seconds (see ../shared/notes/real-aws.md).
             "ClientException" if message.contains("unable to assume the role") => ErrorKind::Propagating,
             // ECS answers a ClientException for a task definition revision that does not exist.

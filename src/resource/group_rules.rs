@@ -8,7 +8,7 @@ use std::fmt;
 
 use anyhow::Result;
 use aws_sdk_ec2::types::{
-    Filter, IpPermission, IpRange, PrefixListId, ResourceType, SecurityGroupRule, UserIdGroupPair,
+    Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroupRule, UserIdGroupPair,
 };
 use serde::Serialize;
 
@@ -285,14 +285,17 @@ fn rule_set_of(group: &NodeId) -> Option<NodeId> {
     match group {
         NodeId::Group(service) => Some(NodeId::Egress(service.clone())),
         NodeId::EndpointGroup => Some(NodeId::EndpointRules),
+        NodeId::ClientGroup => Some(NodeId::ClientRules),
+        NodeId::LbGroup => Some(NodeId::LbRules),
         _ => None,
     }
 }
 
-/// The directions (ingress, egress) a rule set node manages: the endpoint group's both, a service group's egress.
+/// The directions (ingress, egress) a rule set node manages: the endpoint and clients groups' both, a service
+/// group's egress.
 fn managed(node: &NodeId) -> (bool, bool) {
     match node.base() {
-        NodeId::EndpointRules => (true, true),
+        NodeId::EndpointRules | NodeId::ClientRules | NodeId::LbRules => (true, true),
         _ => (false, true),
     }
 }
@@ -353,10 +356,17 @@ async fn converge_direction(
             _ => None,
         })
         .collect();
-    // A service's egress to another group of the stack that the config no longer wants (a callee's old port, a
-    // dropped call) is what its running tasks still use: revoked once the rollouts have completed. Anything else
-    // extra (a hand-added CIDR, say) goes now.
-    let later = |rule: &Rule| !together && egress && matches!(node, NodeId::Egress(_)) && rule.peer.starts_with("sg-");
+    // What the running tasks may still use is revoked once the rollouts have completed: a service's egress to a
+    // group or prefix list the config no longer wants (a callee's old port, a dropped call, the endpoints and S3
+    // before the clients group carried them), and the endpoints' ingress from a service group (before the clients
+    // group). Anything else extra (a hand-added CIDR, say) goes now.
+    let by_reference = |rule: &Rule| rule.peer.starts_with("sg-") || rule.peer.starts_with("pl-");
+    let used_by_tasks = |rule: &Rule| match node {
+        NodeId::Egress(_) => egress && by_reference(rule),
+        NodeId::EndpointRules => !egress && rule.peer.starts_with("sg-"),
+        _ => false,
+    };
+    let later = |rule: &Rule| !together && used_by_tasks(rule);
     let mut extra: Vec<String> = Vec::new();
     for c in changes {
         if let Change::Allows { rule } = c
@@ -364,7 +374,7 @@ async fn converge_direction(
             && let Some(id) = &rule.id
         {
             if later(rule) {
-                ctx.replaced_rules.lock().expect("replaced rules lock").push((group_id.to_string(), id.clone(), true));
+                ctx.replaced_rules.lock().expect("replaced rules lock").push((group_id.to_string(), id.clone(), egress));
             } else {
                 extra.push(id.clone());
             }
@@ -411,6 +421,7 @@ async fn grant(
                 let id = ctx.id_of(n)?;
                 (base.prefix_list_ids(PrefixListId::builder().prefix_list_id(&id).build()), id)
             }
+            Peer::Cidr(c) if c.contains(':') => (base.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()), c.clone()),
             Peer::Cidr(c) => (base.ip_ranges(IpRange::builder().cidr_ip(c).build()), c.clone()),
         };
         ip_permissions.push(with_peer.build());

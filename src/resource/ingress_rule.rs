@@ -111,9 +111,14 @@ impl Resource for IngressRule {
             .iter()
             .filter_map(|g| {
                 let id = g.group_id()?;
-                let NodeId::Group(service) = ec2_node(g.tags())? else { return None };
-                let twin = cx.record(&NodeId::group(&service)).is_some_and(|r| r.id != id);
-                (cx.teardown() || !twin).then(|| (id.to_string(), service))
+                // The load balancer's group calls the public services as `lb`.
+                let (node, name) = match ec2_node(g.tags())? {
+                    NodeId::Group(service) => (NodeId::group(&service), service),
+                    NodeId::LbGroup => (NodeId::LbGroup, crate::config::public::LB_CALLER.to_string()),
+                    _ => return None,
+                };
+                let twin = cx.record(&node).is_some_and(|r| r.id != id);
+                (cx.teardown() || !twin).then(|| (id.to_string(), name))
             })
             .collect();
         // The rule on the declared port first: it is the one an unrecorded node is given.
@@ -172,7 +177,7 @@ impl Resource for IngressRule {
         {
             changes.push(Change::Group { live: facts.group_id.clone(), want });
         }
-        if let Some(want) = cx.id(&NodeId::group(&spec.caller))
+        if let Some(want) = cx.id(&NodeId::caller_group(&spec.caller))
             && facts.source != Source::Group(want.clone())
         {
             changes.push(Change::Source { live: source_text(&facts.source), want });
@@ -213,7 +218,8 @@ impl Resource for IngressRule {
 
 /// The node a rule between two of the stack's service groups is: `sg-rule/<caller>-><callee>`.
 fn pair(r: &SecurityGroupRule, service_of: &BTreeMap<String, String>) -> Option<NodeId> {
-    let callee = service_of.get(r.group_id()?)?;
+    // Rules on the load balancer's own group are its rule set's (`lb-rules`), never a call.
+    let callee = service_of.get(r.group_id()?).filter(|c| *c != crate::config::public::LB_CALLER)?;
     let caller = service_of.get(r.referenced_group_info()?.group_id()?)?;
     Some(NodeId::rule(caller, callee))
 }
@@ -222,7 +228,7 @@ fn pair(r: &SecurityGroupRule, service_of: &BTreeMap<String, String>) -> Option<
 /// killed before it recorded the rule) is found instead. Returns it with its facts as made.
 async fn authorize(ctx: &Ctx, node: &NodeId, spec: &Spec) -> Result<(Created, Facts)> {
     let (caller, callee, port) = (&spec.caller, &spec.callee, spec.port);
-    let caller_group = ctx.id_of(&NodeId::group(caller))?;
+    let caller_group = ctx.id_of(&NodeId::caller_group(caller))?;
     let callee_group = ctx.id_of(&NodeId::group(callee))?;
     let permission = IpPermission::builder()
         .ip_protocol("tcp")

@@ -24,7 +24,14 @@ pub struct Spec {
 pub struct Facts {
     /// `None`: the events never expire (what a new group gets).
     pub retention_days: Option<i32>,
+    /// The retention the account keeps for every group (an account-level policy overrides the group's, and
+    /// DescribeLogGroups reports it): found when secep's own PutRetentionPolicy read back differently, and kept
+    /// in the group's [`TAG_ACCOUNT_RETENTION`] tag; read only when the retention differs from the config's.
+    pub account_retention: Option<i32>,
 }
+
+/// The tag that remembers an account-level retention (see [`Facts::account_retention`]).
+const TAG_ACCOUNT_RETENTION: &str = "secep:account-retention";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -68,20 +75,30 @@ async fn describe(logs: &aws_sdk_cloudwatchlogs::Client, name: &str) -> Result<O
     }))
 }
 
-/// The group's ownership tags: `None` if the group is gone meanwhile.
-async fn stack_tags(logs: &aws_sdk_cloudwatchlogs::Client, name: &str, group: &LiveGroup) -> Result<Option<StackTags>> {
-    let arn = group
-        .arn
-        .as_deref()
-        .with_context(|| format!("read the tags of log group {name}: DescribeLogGroups answered without its ARN"))?;
+/// The group's ownership tags and the account retention it remembers: `None` if the group is gone meanwhile.
+async fn group_tags(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    name: &str,
+    group: &LiveGroup,
+) -> Result<Option<(StackTags, Option<i32>)>> {
     let out = logs
         .list_tags_for_resource()
-        .resource_arn(arn)
+        .resource_arn(group_arn(name, group)?)
         .send()
         .await
         .map_err(|e| api_error(format!("read the tags of log group {name}"), e))
         .or_gone()?;
-    Ok(out.map(|o| StackTags::of(|key| o.tags().and_then(|t| t.get(key)).map(String::as_str))))
+    Ok(out.map(|o| {
+        let tag = |key: &str| o.tags().and_then(|t| t.get(key)).map(String::as_str);
+        (StackTags::of(tag), tag(TAG_ACCOUNT_RETENTION).and_then(|d| d.parse().ok()))
+    }))
+}
+
+fn group_arn<'a>(name: &str, group: &'a LiveGroup) -> Result<&'a str> {
+    group
+        .arn
+        .as_deref()
+        .with_context(|| format!("read the tags of log group {name}: DescribeLogGroups answered without its ARN"))
 }
 
 /// One group the read looks at.
@@ -89,6 +106,8 @@ struct Lookup {
     node: NodeId,
     name: String,
     recorded: bool,
+    /// The config's retention, if the group is desired: another one makes the read look at the tags.
+    want: Option<u32>,
 }
 
 async fn look(
@@ -97,17 +116,22 @@ async fn look(
     lookup: Lookup,
     teardown: bool,
 ) -> Result<Option<Found<Facts>>> {
-    let Lookup { node, name, recorded } = lookup;
+    let Lookup { node, name, recorded, want } = lookup;
     let Some(group) = describe(&logs, &name).await? else { return Ok(None) };
-    // Tags are read only in teardown or for a group the state does not know (one more call per status
-    // otherwise); a recorded group is the stack's by its record.
-    let (owner, lineage) = if teardown || !recorded {
-        match stack_tags(&logs, &name, &group).await? {
-            Some(tags) => (Owner::from_tag(&stack, tags.stack.as_deref()), tags.lineage),
+    // Tags are read only in teardown, for a group the state does not know, or one whose retention is not the
+    // config's (one more call per status otherwise); a recorded group is the stack's by its record.
+    let other_retention = want.is_some_and(|w| group.retention_days != Some(w as i32));
+    let by_tag = teardown || !recorded;
+    let (owner, lineage, account_retention) = if by_tag || other_retention {
+        match group_tags(&logs, &name, &group).await? {
+            Some((tags, account)) if by_tag => {
+                (Owner::from_tag(&stack, tags.stack.as_deref()), tags.lineage, account)
+            }
+            Some((_, account)) => (Owner::Us, None, account),
             None => return Ok(None),
         }
     } else {
-        (Owner::Us, None)
+        (Owner::Us, None, None)
     };
     // Unrecorded, it is the stack's to tear down only if tagged so (kept by an earlier `down`, or left by a
     // killed run).
@@ -115,19 +139,31 @@ async fn look(
         return Ok(None);
     }
     // The record names a group by its name alone, as earlier releases did.
-    let facts = Facts { retention_days: group.retention_days };
+    let facts = Facts { retention_days: group.retention_days, account_retention };
     Ok(Some(Found { node: Some(node), id: name, arn: None, owner, lineage, facts }))
 }
 
+/// Sets the retention; if the group then reports another one, the account's policy overrides it: that value is
+/// remembered in a tag, so that it is not drift for ever after.
 async fn set_retention(ctx: &Ctx, name: &str, days: u32) -> Result<()> {
-    ctx.clients
-        .logs
-        .put_retention_policy()
+    let logs = &ctx.clients.logs;
+    logs.put_retention_policy()
         .log_group_name(name)
         .retention_in_days(days as i32)
         .send()
         .await
         .map_err(|e| api_error(format!("set the retention of log group {name} to {days} days"), e))?;
+    let Some(group) = describe(logs, name).await? else { return Ok(()) };
+    let Some(kept) = group.retention_days.filter(|kept| *kept != days as i32) else { return Ok(()) };
+    tracing::warn!(
+        "log group {name} keeps {kept} days, not the configured {days}: an account-level retention policy overrides the group's"
+    );
+    logs.tag_resource()
+        .resource_arn(group_arn(name, &group)?)
+        .tags(TAG_ACCOUNT_RETENTION, kept.to_string())
+        .send()
+        .await
+        .map_err(|e| api_error(format!("tag log group {name} with the account's retention"), e))?;
     Ok(())
 }
 
@@ -142,9 +178,15 @@ impl Resource for LogGroup {
     /// One DescribeLogGroups per group (the stack has one): the recorded one, or the desired one, and in teardown
     /// the one named after the stack; plus its tags where the owner is not known from the record.
     async fn read(cx: &ReadCx<'_>) -> Result<Vec<Found<Facts>>> {
+        let want = |node: &NodeId| {
+            cx.desired(Kind::LogGroup).find(|n| n.id == *node).and_then(|n| match &n.spec {
+                super::Spec::LogGroup(s) => Some(s.retention_days),
+                _ => None,
+            })
+        };
         let mut lookups: Vec<Lookup> = cx
             .recorded(Kind::LogGroup)
-            .map(|(node, r)| Lookup { node: node.clone(), name: r.id.clone(), recorded: true })
+            .map(|(node, r)| Lookup { node: node.clone(), name: r.id.clone(), recorded: true, want: want(node) })
             .collect();
         let mut unrecorded: Vec<(NodeId, String)> = cx
             .desired(Kind::LogGroup)
@@ -159,7 +201,8 @@ impl Resource for LogGroup {
         }
         for (node, name) in unrecorded {
             if !lookups.iter().any(|l| l.name == name) {
-                lookups.push(Lookup { node, name, recorded: false });
+                let want = want(&node);
+                lookups.push(Lookup { node, name, recorded: false, want });
             }
         }
         let teardown = cx.teardown();
@@ -171,8 +214,10 @@ impl Resource for LogGroup {
         Ok(found.into_iter().flatten().collect())
     }
 
+    /// A retention the account keeps (found when secep last set the config's) is the account's, not drift.
     fn compare(spec: &Spec, facts: &Facts, _cx: &Compare<'_>) -> Vec<Change> {
-        if facts.retention_days == Some(spec.retention_days as i32) {
+        let kept_by_account = facts.account_retention.is_some() && facts.account_retention == facts.retention_days;
+        if facts.retention_days == Some(spec.retention_days as i32) || kept_by_account {
             Vec::new()
         } else {
             vec![Change::Retention { live: facts.retention_days, want: spec.retention_days }]
@@ -187,12 +232,12 @@ impl Resource for LogGroup {
         let created = ctx.clients.logs.create_log_group().log_group_name(name).set_tags(Some(tags)).send().await;
         match created.map_err(|e| api_error(format!("create log group {name}"), e)) {
             // CreateLogGroup answers nothing: the group is known by its name.
-            Ok(_) => Ok((Created::named(name.clone(), None), Facts { retention_days: None })),
+            Ok(_) => Ok((Created::named(name.clone(), None), Facts { retention_days: None, account_retention: None })),
             // Kept by an earlier `down`, or left by a killed run: reused if it is this stack's.
             Err(e) if is(&e, ErrorKind::AlreadyExists) => {
                 // Deleted in between: the clash reported is the one AWS answered.
                 let Some(group) = describe(&ctx.clients.logs, name).await? else { return Err(e) };
-                let Some(tags) = stack_tags(&ctx.clients.logs, name, &group).await? else { return Err(e) };
+                let Some((tags, _)) = group_tags(&ctx.clients.logs, name, &group).await? else { return Err(e) };
                 let owner = Owner::from_tag(&ctx.stack, tags.stack.as_deref());
                 if owner != Owner::Us {
                     bail!(
@@ -201,7 +246,7 @@ impl Resource for LogGroup {
                         owner.describe()
                     );
                 }
-                Ok((Created::named(name.clone(), None), Facts { retention_days: group.retention_days }))
+                Ok((Created::named(name.clone(), None), Facts { retention_days: group.retention_days, account_retention: None }))
             }
             Err(e) => Err(e),
         }
@@ -250,11 +295,24 @@ mod tests {
     }
 
     fn compare(retention_days: Option<i32>) -> Vec<Change> {
+        compare_facts(Facts { retention_days, account_retention: None })
+    }
+
+    fn compare_facts(facts: Facts) -> Vec<Change> {
         let spec = spec();
         let node = Node { id: NodeId::LogGroup, spec: super::super::Spec::LogGroup(spec.clone()), deps: vec![] };
         let refs = BTreeMap::<NodeId, Record>::new();
         let cx = Compare { node: &node, refs: &refs, config_changed: false };
-        LogGroup::compare(&spec, &Facts { retention_days }, &cx)
+        LogGroup::compare(&spec, &facts, &cx)
+    }
+
+    #[test]
+    fn a_retention_the_account_keeps_is_not_drift_but_another_one_is() {
+        let kept = Facts { retention_days: Some(365), account_retention: Some(365) };
+        assert!(compare_facts(kept).is_empty(), "the account's policy overrides the group's");
+        // Changed by hand since (or the account's policy changed): secep sets the config's again.
+        let changed = Facts { retention_days: Some(7), account_retention: Some(365) };
+        assert_eq!(compare_facts(changed), [Change::Retention { live: Some(7), want: 30 }]);
     }
 
     #[test]

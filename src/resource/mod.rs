@@ -7,6 +7,7 @@
 //! update on them as on an adopted resource, so a resource half made by a killed run (created, not yet attached,
 //! its policy not attached, its route missing) is completed by the next run and never reported in sync.
 
+pub mod elb;
 pub mod error;
 pub mod read;
 mod support;
@@ -246,6 +247,9 @@ pub struct Ctx {
     /// Rules between the stack's groups that this run replaced (a port change, a dropped call), as (group, rule,
     /// egress): revoked only once the rollouts have completed, since the tasks running until then use them.
     pub replaced_rules: Arc<Mutex<Vec<(String, String, bool)>>>,
+    /// Target groups a new port replaced (AWS cannot change a group's port): deleted once the rollouts have
+    /// completed, since the running tasks are registered in them until then.
+    pub replaced_target_groups: Arc<Mutex<Vec<String>>>,
     /// Nodes created by this run: what they contain cannot predate it.
     pub created: Arc<Mutex<BTreeSet<NodeId>>>,
     /// The records as this run found them (an ECS service retires the revision it ran before).
@@ -549,6 +553,9 @@ kinds! {
     LogGroup => log_group::LogGroup,
     PrefixList => prefix_list::PrefixList,
     Endpoint => endpoint::Endpoint,
+    LoadBalancer => load_balancer::LoadBalancer,
+    TargetGroup => target_group::TargetGroup,
+    Listener => listener::Listener,
 }
 
 impl Spec {

@@ -40,6 +40,7 @@ pub struct ReadCx<'a> {
     cluster: OnceCell<Option<aws_sdk_ecs::types::Cluster>>,
     services: OnceCell<Vec<aws_sdk_ecs::types::Service>>,
     sd_services: OnceCell<Option<Vec<aws_sdk_servicediscovery::types::ServiceSummary>>>,
+    elb: OnceCell<super::elb::ElbView>,
 }
 
 impl<'a> ReadCx<'a> {
@@ -58,6 +59,7 @@ impl<'a> ReadCx<'a> {
             cluster: OnceCell::new(),
             services: OnceCell::new(),
             sd_services: OnceCell::new(),
+            elb: OnceCell::new(),
         }
     }
 
@@ -150,6 +152,11 @@ impl<'a> ReadCx<'a> {
             })
             .await?;
         Ok(rules)
+    }
+
+    /// What Elastic Load Balancing holds for the stack (the load balancer's kinds share it).
+    pub async fn elb(&self) -> Result<&super::elb::ElbView> {
+        self.elb.get_or_try_init(|| super::elb::read(self)).await
     }
 
     /// The stack's route tables (by tag).

@@ -24,7 +24,14 @@ use crate::model::{Node, NodeId};
 pub struct Spec {
     pub service: String,
     pub desired_count: u32,
+    /// Behind the load balancer: the container port its target group forwards to (its container is named after
+    /// the service). Left out of the digest when `None`, as earlier releases wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_port: Option<u16>,
 }
+
+/// How long ECS ignores the load balancer's health checks of a new task: time for the application to start.
+pub const HEALTH_CHECK_GRACE_SECONDS: i32 = 60;
 
 /// What ECS says about the service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +56,10 @@ pub struct Facts {
     pub failed_tasks: i32,
     /// The reason of a deployment listed as FAILED (the primary one, or one ECS rolled back from).
     pub failed_rollout: Option<String>,
+    /// Its load balancers as (target group ARN, container, port).
+    pub load_balancers: Vec<(String, String, i32)>,
+    /// `None`: the answer does not say (ECS leaves it out when it was never set).
+    pub grace_seconds: Option<i32>,
 }
 
 impl Facts {
@@ -79,6 +90,15 @@ impl Facts {
                 .iter()
                 .find(|d| d.rollout_state().is_some_and(|r| r.as_str() == "FAILED"))
                 .map(|d| d.rollout_state_reason().unwrap_or("the deployment failed").to_string()),
+            load_balancers: s
+                .load_balancers()
+                .iter()
+                .map(|l| {
+                    let tg = l.target_group_arn().unwrap_or_default().to_string();
+                    (tg, l.container_name().unwrap_or_default().to_string(), l.container_port().unwrap_or(0))
+                })
+                .collect(),
+            grace_seconds: s.health_check_grace_period_seconds(),
         }
     }
 
@@ -102,6 +122,10 @@ pub enum Change {
     CircuitBreaker { enable: bool, rollback: bool },
     /// Being deleted: ECS updates nothing on a DRAINING service; only a new one will do.
     Draining,
+    /// Behind other target groups than its own (or none, or behind one while private).
+    LoadBalancers { from: Vec<String>, to: Vec<String> },
+    /// ECS would judge a new task by the load balancer's health checks before it can answer them.
+    Grace(Option<i32>),
 }
 
 /// `family:revision` of a task definition ARN.
@@ -135,6 +159,15 @@ impl fmt::Display for Change {
                 })
             }
             Change::Draining => f.write_str("is being deleted (DRAINING)"),
+            Change::LoadBalancers { from, to } => {
+                let text = |l: &Vec<String>| if l.is_empty() { "no load balancer".to_string() } else { l.join(", ") };
+                write!(f, "is behind {}, not {}", text(from), text(to))
+            }
+            Change::Grace(live) => write!(
+                f,
+                "health check grace period is {}, not {HEALTH_CHECK_GRACE_SECONDS}s",
+                live.map_or("unset".to_string(), |s| format!("{s}s"))
+            ),
         }
     }
 }
@@ -196,8 +229,8 @@ impl Resource for Service {
                 changes.push(Change::Subnets { from: facts.subnets.clone(), to: subnets });
             }
         }
-        if let Some(group) = cx.id(&NodeId::group(&spec.service)) {
-            let groups: BTreeSet<String> = [group].into_iter().collect();
+        if let Some(groups) = cx.dep_ids(is_task_group) {
+            let groups: BTreeSet<String> = groups.into_iter().collect();
             if groups != facts.groups {
                 changes.push(Change::Groups { from: facts.groups.clone(), to: groups });
             }
@@ -215,6 +248,18 @@ impl Resource for Service {
         {
             changes.push(Change::CircuitBreaker { enable, rollback });
         }
+        let want: Option<Vec<(String, String, i32)>> = match spec.public_port {
+            Some(port) => super::Refs::arn(cx.refs, &NodeId::TargetGroup(spec.service.clone()))
+                .map(|tg| vec![(tg, spec.service.clone(), i32::from(port))]),
+            None => Some(Vec::new()),
+        };
+        if let Some(want) = want.filter(|w| *w != facts.load_balancers) {
+            let text = |l: &[(String, String, i32)]| l.iter().map(|(tg, _, port)| format!("{tg}:{port}")).collect();
+            changes.push(Change::LoadBalancers { from: text(&facts.load_balancers), to: text(&want) });
+        }
+        if spec.public_port.is_some() && facts.grace_seconds != Some(HEALTH_CHECK_GRACE_SECONDS) {
+            changes.push(Change::Grace(facts.grace_seconds));
+        }
         changes
     }
 
@@ -230,9 +275,11 @@ impl Resource for Service {
             .task_definition(ctx.id_of(&NodeId::TaskDef(name.clone()))?)
             .desired_count(count(spec.desired_count))
             .launch_type(LaunchType::Fargate)
-            .network_configuration(network(ctx, node, name)?)
+            .network_configuration(network(ctx, node)?)
             .service_registries(registry(ctx, name)?)
             .deployment_configuration(deployment_configuration())
+            .set_load_balancers(load_balancers(ctx, spec)?)
+            .set_health_check_grace_period_seconds(spec.public_port.map(|_| HEALTH_CHECK_GRACE_SECONDS))
             // ECS does not fill the token itself; a deterministic one makes a retried create idempotent.
             .client_token(salt.token(&ctx.stack, &node.id))
             .propagate_tags(PropagateTags::Service)
@@ -277,13 +324,21 @@ impl Resource for Service {
             moved_to = Some(td);
         }
         if changes.iter().any(|c| matches!(c, Change::Subnets { .. } | Change::Groups { .. } | Change::PublicIp)) {
-            call = call.network_configuration(network(ctx, node, name)?);
+            call = call.network_configuration(network(ctx, node)?);
         }
         if changes.iter().any(|c| matches!(c, Change::Registries { .. })) {
             call = call.service_registries(registry(ctx, name)?);
         }
         if changes.iter().any(|c| matches!(c, Change::CircuitBreaker { .. })) {
             call = call.deployment_configuration(deployment_configuration());
+        }
+        // A new load balancer starts a new deployment (its tasks register in the new target group); a grace
+        // period alone does not.
+        if changes.iter().any(|c| matches!(c, Change::LoadBalancers { .. })) {
+            call = call.set_load_balancers(Some(load_balancers(ctx, spec)?.unwrap_or_default()));
+        }
+        if changes.iter().any(|c| matches!(c, Change::Grace(_))) {
+            call = call.health_check_grace_period_seconds(HEALTH_CHECK_GRACE_SECONDS);
         }
         let what = changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         let action = format!("update ECS service {name} in cluster {cluster} ({what})");
@@ -357,21 +412,36 @@ fn count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The service's networking: the stack's private subnets, only its own group, never a public IP.
-fn network(ctx: &Ctx, node: &Node, name: &str) -> Result<NetworkConfiguration> {
-    let subnets = node
-        .deps
-        .iter()
-        .filter(|d| matches!(d, NodeId::Subnet(_)))
-        .map(|d| ctx.id_of(d))
-        .collect::<Result<Vec<_>>>()?;
+/// The groups a service's tasks carry: its own and, with endpoints, the clients group that reaches them.
+fn is_task_group(dep: &NodeId) -> bool {
+    matches!(dep, NodeId::Group(_) | NodeId::ClientGroup)
+}
+
+/// The service's networking: the stack's private subnets, its own group (and the endpoint clients group), never
+/// a public IP.
+fn network(ctx: &Ctx, node: &Node) -> Result<NetworkConfiguration> {
+    let ids = |keep: fn(&NodeId) -> bool| node.deps.iter().filter(|d| keep(d)).map(|d| ctx.id_of(d)).collect();
+    let subnets: Result<Vec<String>> = ids(|d| matches!(d, NodeId::Subnet(_)));
+    let groups: Result<Vec<String>> = ids(is_task_group);
     let awsvpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(subnets))
-        .security_groups(ctx.id_of(&NodeId::group(name))?)
+        .set_subnets(Some(subnets?))
+        .set_security_groups(Some(groups?))
         .assign_public_ip(AssignPublicIp::Disabled)
         .build()
         .context("awsvpc configuration")?;
     Ok(NetworkConfiguration::builder().awsvpc_configuration(awsvpc).build())
+}
+
+/// The target group a public service's tasks register in, on its container port.
+fn load_balancers(ctx: &Ctx, spec: &Spec) -> Result<Option<Vec<aws_sdk_ecs::types::LoadBalancer>>> {
+    let Some(port) = spec.public_port else { return Ok(None) };
+    let tg = ctx.arn_of(&NodeId::TargetGroup(spec.service.clone()))?;
+    let lb = aws_sdk_ecs::types::LoadBalancer::builder()
+        .target_group_arn(tg)
+        .container_name(&spec.service)
+        .container_port(i32::from(port))
+        .build();
+    Ok(Some(vec![lb]))
 }
 
 fn registry(ctx: &Ctx, name: &str) -> Result<ServiceRegistry> {
@@ -454,7 +524,7 @@ mod tests {
     }
 
     fn spec() -> Spec {
-        Spec { service: "api".into(), desired_count: 2 }
+        Spec { service: "api".into(), desired_count: 2, public_port: None }
     }
 
     fn record(id: &str, arn: Option<&str>) -> Record {
@@ -491,6 +561,8 @@ mod tests {
             deployment: Some("ecs-svc/1".into()),
             failed_tasks: 0,
             failed_rollout: None,
+            load_balancers: vec![],
+            grace_seconds: None,
         }
     }
 

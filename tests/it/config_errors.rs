@@ -189,6 +189,24 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
             "port = 9090\ntask_role_arn = \"arn:aws:iam::12:role/x\"",
             "services.api.task_role_arn: `arn:aws:iam::12:role/x` is not an IAM role ARN",
         ),
+        (
+            "S3 bucket given as an ARN",
+            "port = 9090",
+            "port = 9090\ntask_role_arn = \"arn:aws:iam::123456789012:role/api\"\ns3_buckets = [\"arn:aws:s3:::reports\"]",
+            "services.api.s3_buckets: `arn:aws:s3:::reports` is not an S3 bucket name: give the bucket's name alone",
+        ),
+        (
+            "S3 bucket name with capitals",
+            "port = 9090",
+            "port = 9090\ntask_role_arn = \"arn:aws:iam::123456789012:role/api\"\ns3_buckets = [\"Reports\"]",
+            "use lowercase letters, digits, dots and hyphens",
+        ),
+        (
+            "S3 buckets without a task role",
+            "port = 9090",
+            "port = 9090\ns3_buckets = [\"reports\"]",
+            "the tasks need a task role to use S3 buckets (the S3 endpoint admits that role only); set services.api.task_role_arn",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, from, to, expected) in cases {

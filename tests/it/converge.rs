@@ -285,8 +285,7 @@ async fn services_are_added_and_removed_with_their_whole_chain() {
             "update egress/api",
             "update svc/api",
             "update td/api",
-            // The VPC endpoints admit the service groups there are: cache's in, db's out.
-            "update vpce-rules",
+            // The VPC endpoints admit only the shared clients group: no change there.
         ]
     );
     s.apply();

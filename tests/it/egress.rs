@@ -38,13 +38,13 @@ fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
 }
 
 /// The stack's live VPC, groups (by secep:node) and subnets (by secep:node).
-struct Stack {
-    vpc: String,
-    groups: std::collections::BTreeMap<String, String>,
-    subnets: std::collections::BTreeMap<String, String>,
+pub(crate) struct Stack {
+    pub vpc: String,
+    pub groups: std::collections::BTreeMap<String, String>,
+    pub subnets: std::collections::BTreeMap<String, String>,
 }
 
-async fn stack(aws: &Aws, p: &Project) -> Stack {
+pub(crate) async fn stack(aws: &Aws, p: &Project) -> Stack {
     let tagged = || ec2_filter("tag:secep:stack", &p.stack);
     let vpcs = aws.ec2.describe_vpcs().filters(tagged()).send().await.unwrap();
     let vpc = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
@@ -64,7 +64,7 @@ async fn stack(aws: &Aws, p: &Project) -> Stack {
 }
 
 /// Every rule of a group in one direction, as `tcp/PORT peer` (peer: a group id, prefix list id or CIDR).
-async fn rules(aws: &Aws, group: &str, egress: bool) -> BTreeSet<String> {
+pub(crate) async fn rules(aws: &Aws, group: &str, egress: bool) -> BTreeSet<String> {
     let out = aws.ec2.describe_security_group_rules().filters(ec2_filter("group-id", group)).send().await.unwrap();
     out.security_group_rules()
         .iter()
@@ -75,6 +75,7 @@ async fn rules(aws: &Aws, group: &str, egress: bool) -> BTreeSet<String> {
                 .and_then(|g| g.group_id())
                 .or(r.prefix_list_id())
                 .or(r.cidr_ipv4())
+                .or(r.cidr_ipv6())
                 .unwrap_or("?");
             let ports = if r.from_port() == r.to_port() {
                 format!("{}", r.from_port().unwrap_or(-1))
@@ -86,7 +87,7 @@ async fn rules(aws: &Aws, group: &str, egress: bool) -> BTreeSet<String> {
         .collect()
 }
 
-fn set(items: &[String]) -> BTreeSet<String> {
+pub(crate) fn set(items: &[String]) -> BTreeSet<String> {
     items.iter().cloned().collect()
 }
 
@@ -123,7 +124,7 @@ async fn check_role_and_logs(aws: &Aws, p: &Project) {
     }
 }
 
-async fn down_leaves_nothing(aws: &Aws, p: &Project, flags: &[&str]) -> String {
+pub(crate) async fn down_leaves_nothing(aws: &Aws, p: &Project, flags: &[&str]) -> String {
     let mut args = vec!["down", "--yes"];
     args.extend(flags);
     let down = p.secep(&args).success();
@@ -204,15 +205,24 @@ async fn endpoints_mode_reaches_ecr_logs_and_s3_privately_with_least_privilege_e
             .is_empty()
     );
 
-    // Egress: the peers on their ports, HTTPS to the endpoints and S3; no 0.0.0.0/0 (AWS's default is revoked).
+    // Egress: a service group reaches its peers on their ports; no 0.0.0.0/0 (AWS's default is revoked).
+    assert_eq!(rules(&aws, web, true).await, set(&[format!("tcp/9090 {api}")]));
+    assert_eq!(rules(&aws, api, true).await, BTreeSet::new());
+    // The clients group, on every task, reaches the endpoints and S3 on HTTPS, and admits nothing.
+    let clients = &s.groups["vpce-clients-sg"];
     let s3 = aws.ec2.describe_prefix_lists().filters(ec2_filter("prefix-list-name", "com.amazonaws.us-east-1.s3"));
     let s3 = s3.send().await.unwrap().prefix_lists()[0].prefix_list_id().unwrap().to_string();
-    let out = [format!("tcp/443 {endpoint_group}"), format!("tcp/443 {s3}")];
-    assert_eq!(rules(&aws, web, true).await, set(&[&out[..], &[format!("tcp/9090 {api}")]].concat()));
-    assert_eq!(rules(&aws, api, true).await, set(&out));
-    // The endpoints accept HTTPS from the service groups only, and send nothing.
-    assert_eq!(rules(&aws, endpoint_group, false).await, set(&[format!("tcp/443 {web}"), format!("tcp/443 {api}")]));
+    assert_eq!(rules(&aws, clients, true).await, set(&[format!("tcp/443 {endpoint_group}"), format!("tcp/443 {s3}")]));
+    assert_eq!(rules(&aws, clients, false).await, BTreeSet::new());
+    // The endpoints accept HTTPS from the clients group only (one rule however many services), and send nothing.
+    assert_eq!(rules(&aws, endpoint_group, false).await, set(&[format!("tcp/443 {clients}")]));
     assert_eq!(rules(&aws, endpoint_group, true).await, BTreeSet::new());
+    for (service, own) in [("web", web), ("api", api)] {
+        let described = aws.ecs.describe_services().cluster(&p.stack).services(service).send().await.unwrap();
+        let vpc = described.services()[0].network_configuration().unwrap().awsvpc_configuration().unwrap();
+        let groups: BTreeSet<String> = vpc.security_groups().iter().cloned().collect();
+        assert_eq!(groups, set(&[own.clone(), clients.clone()]), "{service}'s tasks: its group and the clients group");
+    }
     // Ingress is unchanged by egress: web may call api, nobody may call web.
     assert_eq!(rules(&aws, api, false).await, set(&[format!("tcp/9090 {web}")]));
     assert_eq!(rules(&aws, web, false).await, BTreeSet::new());
@@ -229,7 +239,7 @@ async fn endpoints_mode_reaches_ecr_logs_and_s3_privately_with_least_privilege_e
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}"#;
     aws.ec2.modify_vpc_endpoint().vpc_endpoint_id(s3_id).policy_document(open).send().await.unwrap();
     let status = p.secep(&["status"]);
-    assert!(status.code == 2 && status.stdout.contains("policy lets through more"), "{}", status.stdout);
+    assert!(status.code == 2 && status.stdout.contains("policy differs from the config's"), "{}", status.stdout);
     p.secep(&["up"]).success();
     let again = aws.ec2.describe_vpc_endpoints().vpc_endpoint_ids(s3_id).send().await.unwrap();
     let doc = again.vpc_endpoints()[0].policy_document().unwrap().to_string();
@@ -426,4 +436,84 @@ async fn the_vpcs_default_group_keeps_no_rules() {
     p.secep(&["up"]).success();
     assert!(default_group().await.ip_permissions().is_empty(), "up revoked the hand-added rule");
     p.secep(&["down", "--yes", "--delete-logs"]).success();
+}
+
+/// The S3 gateway endpoint's policy, read back with a describe.
+async fn s3_endpoint_policy(aws: &Aws, p: &Project) -> serde_json::Value {
+    let out = aws.ec2.describe_vpc_endpoints().filters(ec2_filter("tag:secep:node", "vpce/s3"));
+    let out = out.filters(ec2_filter("tag:secep:stack", &p.stack)).send().await.unwrap();
+    assert_eq!(out.vpc_endpoints().len(), 1);
+    serde_json::from_str(out.vpc_endpoints()[0].policy_document().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn listed_s3_buckets_open_the_s3_endpoint_to_the_services_task_role_only() {
+    let p = project("egress-buckets", "");
+    let role = "arn:aws:iam::123456789012:role/api-task";
+    p.write_config(&std::fs::read_to_string(p.config_path()).unwrap().replace(
+        &format!("task_role_arn = \"{role}\"\n"),
+        &format!("task_role_arn = \"{role}\"\ns3_buckets = [\"reports-2026\", \"exports.example.com\"]\n"),
+    ));
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    let policy = s3_endpoint_policy(&aws, &p).await;
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "image layers, and api's buckets: {policy}");
+    assert_eq!(statements[0]["Resource"], "arn:aws:s3:::prod-us-east-1-starport-layer-bucket/*");
+    let grant = &statements[1];
+    assert_eq!(grant["Condition"], serde_json::json!({"ArnEquals": {"aws:PrincipalArn": role}}), "api's role only");
+    let resources: BTreeSet<&str> = grant["Resource"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert_eq!(
+        resources,
+        BTreeSet::from([
+            "arn:aws:s3:::exports.example.com",
+            "arn:aws:s3:::exports.example.com/*",
+            "arn:aws:s3:::reports-2026",
+            "arn:aws:s3:::reports-2026/*",
+        ])
+    );
+    // web lists no bucket and has no role: nothing in the policy names it, and its group gains no S3 rule.
+    let s = stack(&aws, &p).await;
+    assert_eq!(rules(&aws, &s.groups["sg/web"], true).await, set(&[format!("tcp/9090 {}", s.groups["sg/api"])]));
+
+    // The list removed: the endpoint narrows back to image layers, in place.
+    p.write_config(
+        &std::fs::read_to_string(p.config_path())
+            .unwrap()
+            .replace("s3_buckets = [\"reports-2026\", \"exports.example.com\"]\n", ""),
+    );
+    let plan = p.secep(&["plan"]);
+    assert!(plan.code == 2 && plan.stdout.contains("vpce/s3"), "{}", plan.stdout);
+    p.secep(&["up"]).success();
+    let policy = s3_endpoint_policy(&aws, &p).await;
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 1, "{policy}");
+    assert!(!policy.to_string().contains("reports-2026"), "{policy}");
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+}
+
+/// Issue 20: AWS's default quota is 60 inbound rules per group (moto enforces it). The endpoints admit one clients
+/// group that every task carries, not one rule per service group, so a stack of 70 services deploys.
+#[tokio::test]
+async fn seventy_services_deploy_behind_one_endpoint_rule() {
+    let (text, edges) = crate::kill::mesh(70);
+    let p = Project::with_config("egress-70", &text);
+    let aws = aws().await;
+    p.secep(&["up"]).success();
+    assert_eq!(crate::kill::census(&aws, &p).await, crate::kill::expected(70, edges, 2), "the whole mesh, once");
+    let s = stack(&aws, &p).await;
+    let clients = &s.groups["vpce-clients-sg"];
+    assert_eq!(rules(&aws, &s.groups["vpce-sg"], false).await, set(&[format!("tcp/443 {clients}")]));
+    let names: Vec<String> = (0..70).map(|i| format!("s{i}")).collect();
+    for batch in names.chunks(10) {
+        let out = aws.ecs.describe_services().cluster(&p.stack).set_services(Some(batch.to_vec())).send().await;
+        for svc in out.unwrap().services() {
+            let vpc = svc.network_configuration().unwrap().awsvpc_configuration().unwrap();
+            let own = &s.groups[&format!("sg/{}", svc.service_name().unwrap())];
+            let groups: BTreeSet<String> = vpc.security_groups().iter().cloned().collect();
+            assert_eq!(groups, set(&[own.clone(), clients.clone()]), "{:?}", svc.service_name());
+        }
+    }
+    let status = p.secep(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
 }

@@ -220,6 +220,7 @@ pub struct Aws {
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub s3: aws_sdk_s3::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 pub async fn aws() -> Aws {
@@ -246,7 +247,19 @@ pub async fn aws_at(endpoint: &str) -> Aws {
         iam: aws_sdk_iam::Client::new(&conf),
         logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
         s3: aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).build()),
+        elb: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
     }
+}
+
+/// An ACM certificate in the emulator for `domain` (boto3 from the emulator's venv: the Rust side never calls ACM).
+pub fn certificate(domain: &str) -> String {
+    let script = format!(
+        "import boto3; c = boto3.client('acm', endpoint_url='{}', region_name='{REGION}', aws_access_key_id='test', aws_secret_access_key='test'); print(c.request_certificate(DomainName='{domain}')['CertificateArn'])",
+        emulator()
+    );
+    let out = Command::new(repo().join("localstack/.venv/bin/python")).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "request a certificate: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 pub fn ec2_filter(name: &str, value: &str) -> aws_sdk_ec2::types::Filter {

@@ -99,9 +99,10 @@ pub(crate) fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'
     BTreeMap::from([
         ("vpc", 1),
         ("subnet", azs),
-        // One per service and the VPC endpoints' group, which admits every service group.
-        ("security group", services + 1),
-        ("ingress rule", edges + services),
+        // One per service, the VPC endpoints' group and the endpoint clients group every task carries, which is
+        // the endpoints' one ingress source.
+        ("security group", services + 2),
+        ("ingress rule", edges + 1),
         ("route table", azs),
         ("vpc endpoint", 4),
         ("iam role", 1),
@@ -191,11 +192,11 @@ async fn run_positions(
 
 #[tokio::test]
 async fn killing_up_at_every_create_of_the_seed_config_leaves_no_duplicate() {
-    // Mutating calls of a fresh seed `up` (the account's ECS service-linked role already exists): 32 nodes, of which
+    // Mutating calls of a fresh seed `up` (the account's ECS service-linked role already exists): 35 nodes, of which
     // 2 lookups make none; the VPC's second DNS attribute, the role's policy, the log retention, and the default
-    // egress revoked from each of the 3 groups make 6 more; the VPC's default group, node 33, makes 1 (its egress
-    // revoked: moto's default group has no ingress rule, AWS's has one, which would make 2).
-    let total = 37;
+    // egress revoked from each of the 4 groups make 7 more; the VPC's default group makes 1 (its egress revoked:
+    // moto's default group has no ingress rule, AWS's has one, which would make 2).
+    let total = 40;
     let report = run_positions(
         (1..=total).collect(),
         |k| Project::from_shipped("secure-endpoints.toml", &format!("kill{k}")),

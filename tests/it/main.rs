@@ -9,6 +9,7 @@ mod harness;
 mod iam_policy;
 mod kill;
 mod proxy;
+mod public;
 mod robustness;
 mod rollout;
 mod s3_state;

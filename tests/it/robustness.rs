@@ -113,6 +113,8 @@ fn missing_credentials_unreachable_endpoint_and_wrong_region_are_clear_errors() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("no usable AWS credentials") && stderr.contains("AWS_ACCESS_KEY_ID=test"), "{stderr}");
+    // Regression: the SDK's error context ended in a Debug dump of the raw IMDS response.
+    assert!(!stderr.contains("raw: Response") && !stderr.contains("SdkBody"), "no SDK dump: {stderr}");
     assert!(listener.accept().is_err(), "no call without credentials");
 
     let unreachable = p.secep_at("http://127.0.0.1:1", &["up", "--max-attempts", "1"]);

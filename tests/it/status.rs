@@ -213,16 +213,16 @@ async fn plan_lists_every_node_as_create_then_nothing_and_never_mutates() {
     assert_eq!(fresh.code, 2, "pending changes exit 2: {}", fresh.stderr);
     let json = fresh.json();
     let nodes = json["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 38);
+    assert_eq!(nodes.len(), 40);
     assert!(nodes.iter().all(|n| n["action"] == "create"), "{nodes:?}");
-    assert_eq!(json["summary"]["create"], 38);
+    assert_eq!(json["summary"]["create"], 40);
     assert!(mutating_calls(&proxy).is_empty(), "plan must not change anything");
 
     p.secep(&["up"]).success();
     let after = p.secep_at(&proxy.url, &["plan"]);
     assert_eq!(after.code, 0, "{}", after.stdout);
     assert!(
-        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 38 unchanged"),
+        after.stdout.contains("Plan: 0 to create, 0 to update, 0 to delete, 0 to revoke, 40 unchanged"),
         "{}",
         after.stdout
     );
@@ -243,4 +243,36 @@ fn assert_columns_line_up(table: &str) {
             assert!(starts_here, "the cell at column {at} is out of line:\n{header}\n{row}");
         }
     }
+}
+
+/// Issue 20: an account-level CloudWatch Logs retention overrides the group's, and DescribeLogGroups reports it
+/// (the proxy's `logs_account_retention_days` stands for it). Once `up` has seen the account keep its own value,
+/// that is not drift (it was: `status` exited 2 for ever); a retention that later differs again still is.
+#[tokio::test]
+async fn an_account_level_log_retention_is_not_drift() {
+    let p = Project::with_config("acct-retention", CHAIN);
+    let proxy = Proxy::start(&[]);
+    proxy.configure(r#"{"logs_account_retention_days": 365}"#);
+    p.secep_at(&proxy.url, &["up", "--no-wait"]).success();
+    let aws = aws().await;
+    let name = format!("/secep/{}", p.stack);
+    let groups = aws.logs.describe_log_groups().log_group_name_prefix(&name).send().await.unwrap();
+    let arn = groups.log_groups()[0].log_group_arn().unwrap().to_string();
+    let tags = aws.logs.list_tags_for_resource().resource_arn(&arn).send().await.unwrap();
+    assert_eq!(tags.tags().unwrap().get("secep:account-retention").map(String::as_str), Some("365"));
+    assert_eq!(groups.log_groups()[0].retention_in_days(), Some(30), "secep set the config's retention");
+
+    let status = p.secep_at(&proxy.url, &["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    assert_eq!(verdict(&status.json(), "logs"), "in-sync");
+    let up = p.secep_at(&proxy.url, &["up", "--no-wait"]).success();
+    assert!(up.stderr.contains("Up to date"), "{}", up.stderr);
+
+    // The account's policy changes: a retention nobody has seen kept is drift, and up takes note of it.
+    proxy.configure(r#"{"logs_account_retention_days": 7}"#);
+    let status = p.secep_at(&proxy.url, &["status"]);
+    assert!(status.code == 2 && status.stdout.contains("retention is 7 days, not 30 days"), "{}", status.stdout);
+    p.secep_at(&proxy.url, &["up", "--no-wait"]).success();
+    assert_eq!(p.secep_at(&proxy.url, &["status"]).code, 0);
+    p.secep_at(&proxy.url, &["down", "--yes", "--delete-logs"]).success();
 }

@@ -62,7 +62,7 @@ async fn a_plain_down_after_up_is_killed_at_any_create_of_the_seed_config_leaves
     // Every mutating call of a fresh seed `up` (tests/it/kill.rs counts them): the VPC, the role, the endpoints,
     // the namespace, the ECS services (the cluster holds them, recorded or not), and everything between.
     let report = crash_then_down(
-        (1..=37).collect(),
+        (1..=40).collect(),
         |k| Project::from_shipped("secure-endpoints.toml", &format!("crash{k}")),
         kill_up,
     )

@@ -13,6 +13,8 @@ struct Live {
     subnet_ids: BTreeSet<String>,
     /// group id → service name (from the group's own `secep:node` tag).
     groups: BTreeMap<String, String>,
+    /// The shared group every task carries to reach the VPC endpoints (egress = "endpoints" only).
+    clients_group: Option<String>,
     /// service name → (Cloud Map service id, ARN).
     sd_services: BTreeMap<String, (String, String)>,
 }
@@ -60,6 +62,12 @@ async fn check_network(aws: &Aws, p: &Project, cidr: &str, azs: usize) -> Live {
     }
 
     let groups = aws.ec2.describe_security_groups().filters(ec2_filter("vpc-id", &vpc_id)).send().await.unwrap();
+    let clients_group = groups
+        .security_groups()
+        .iter()
+        .filter(|g| tag(g.tags(), "secep:stack") == Some(p.stack.as_str()))
+        .find(|g| tag(g.tags(), "secep:node") == Some("vpce-clients-sg"))
+        .map(|g| g.group_id().unwrap().to_string());
     let groups: BTreeMap<String, String> = groups
         .security_groups()
         .iter()
@@ -117,6 +125,7 @@ async fn check_network(aws: &Aws, p: &Project, cidr: &str, azs: usize) -> Live {
         vpc_id,
         subnet_ids: subnets.subnets().iter().map(|s| s.subnet_id().unwrap().to_string()).collect(),
         groups,
+        clients_group,
         sd_services,
     }
 }
@@ -183,7 +192,12 @@ async fn check_services(
             "{name}: the private subnets"
         );
         let own_group = live.groups.iter().find(|(_, s)| s.as_str() == name).unwrap().0;
-        assert_eq!(vpc_conf.security_groups(), std::slice::from_ref(own_group), "{name}: only its own group");
+        let wanted: BTreeSet<&String> = std::iter::once(own_group).chain(&live.clients_group).collect();
+        assert_eq!(
+            vpc_conf.security_groups().iter().collect::<BTreeSet<_>>(),
+            wanted,
+            "{name}: its own group (and the endpoint clients group) only"
+        );
         assert_eq!(svc.service_registries().len(), 1);
         assert_eq!(
             svc.service_registries()[0].registry_arn(),
@@ -212,7 +226,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let p = Project::from_shipped("secure-endpoints.toml", "seed");
     let wire = Proxy::start(&[]);
     let first = p.secep_at(&wire.url, &["up"]).success();
-    assert!(first.stderr.contains("Deployed 33 created"), "{}", first.stderr);
+    assert!(first.stderr.contains("Deployed 35 created"), "{}", first.stderr);
     let ns = &p.namespace;
     assert!(first.stdout.contains(&format!("service1.{ns}:8080")), "endpoints are printed: {}", first.stdout);
 
@@ -249,7 +263,7 @@ async fn seed_config_provisions_a_live_secure_topology_and_reapplies_as_a_no_op(
     let second = p.secep_at(&proxy.url, &["up", "--json"]).success();
     let summary = second.json();
     assert_eq!(summary["summary"]["created"], 0);
-    assert_eq!(summary["summary"]["unchanged"], 33);
+    assert_eq!(summary["summary"]["unchanged"], 35);
     let mutating: Vec<_> = proxy.calls().into_iter().filter(|c| c["mutating"] == true).collect();
     assert!(mutating.is_empty(), "a no-op up made mutating calls: {mutating:?}");
     assert!(second.stderr.contains("Up to date"), "{}", second.stderr);

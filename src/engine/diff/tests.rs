@@ -193,7 +193,7 @@ fn up_adopts_only_what_this_lineage_made_and_kept_log_groups() {
     let igw = status(&s, &NodeId::InternetGateway);
     assert_eq!((&igw.verdict, igw.action), (&Verdict::OtherLineage(Some("another".into())), Action::Unsupported));
     let logs = nodes.iter().find(|n| n.id.kind() == Kind::LogGroup).expect("a log group").id.clone();
-    let kept = Facts::LogGroup(crate::resource::log_group::Facts { retention_days: Some(30) });
+    let kept = Facts::LogGroup(crate::resource::log_group::Facts { retention_days: Some(30), account_retention: None });
     let s = diff(&nodes, &state, &live_with(vec![(logs.clone(), with_lineage("another", observed("/secep/x", kept)))]))
         .unwrap();
     assert_eq!(status(&s, &logs).action, Action::Adopt, "a log group an earlier lifecycle's `down` kept is reused");

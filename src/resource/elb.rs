@@ -1,0 +1,234 @@
+//! What the load balancer's kinds share (`lb`, `tg/<service>`, `listener/<port>`): their names, their tags, and
+//! one read of everything Elastic Load Balancing holds in the stack's VPC. Elastic Load Balancing has no tag
+//! filter, so the read lists the region's load balancers and target groups and keeps those in the stack's VPC or
+//! recorded (a run killed between a create and its record leaves one the next `down` must find), then reads their
+//! listeners, rules, attributes and tags: about six calls for a public stack, none for one without.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use aws_sdk_elasticloadbalancingv2::types::{Listener, LoadBalancer, Rule, Tag, TargetGroup};
+use sha2::{Digest, Sha256};
+
+use super::support::{StackTags, all};
+use super::{Ctx, Kind, ReadCx, TAG_NODE, api_error};
+use crate::model::NodeId;
+
+/// Load balancer and target group names: at most 32 letters, digits and hyphens, unique in the region.
+const MAX_NAME: usize = 32;
+
+/// The stack's load balancer: named after the stack (shortened with a hash past 32 characters).
+pub fn lb_name(stack: &str) -> String {
+    short_name(stack)
+}
+
+/// A public service's target group: its port is in the name, because AWS cannot change a target group's port and
+/// a new one must stand beside the old one while the service moves (make before break).
+pub fn tg_name(stack: &str, service: &str, port: u16) -> String {
+    short_name(&format!("{stack}-{service}-{port}"))
+}
+
+fn short_name(name: &str) -> String {
+    if name.len() <= MAX_NAME {
+        return name.to_string();
+    }
+    let hash: String = Sha256::digest(name.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let head = name[..MAX_NAME - 9].trim_end_matches('-');
+    format!("{head}-{hash}")
+}
+
+/// The tags every load balancer resource gets at creation.
+pub fn tags(ctx: &Ctx, node: &NodeId, name: &str) -> Vec<Tag> {
+    ctx.tags(node, name).into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+/// Everything Elastic Load Balancing holds for the stack, as one read found it.
+#[derive(Debug, Default)]
+pub struct ElbView {
+    pub load_balancers: Vec<LoadBalancer>,
+    /// Load balancer ARN → its attributes (key → value).
+    pub attributes: BTreeMap<String, BTreeMap<String, String>>,
+    pub target_groups: Vec<TargetGroup>,
+    pub listeners: Vec<Listener>,
+    /// Listener ARN → its rules (the default one included).
+    pub rules: BTreeMap<String, Vec<Rule>>,
+    /// Resource ARN → its tags.
+    pub tags: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ElbView {
+    pub fn tag(&self, arn: &str, key: &str) -> Option<&str> {
+        self.tags.get(arn).and_then(|t| t.get(key)).map(String::as_str)
+    }
+
+    pub fn stack_tags(&self, arn: &str) -> StackTags {
+        StackTags::of(|key| self.tag(arn, key))
+    }
+
+    pub fn node(&self, arn: &str) -> Option<NodeId> {
+        self.tag(arn, TAG_NODE).and_then(|n| n.parse().ok())
+    }
+}
+
+/// Reads the view (see the module's comment); no call at all when the stack has no VPC and records nothing.
+pub async fn read(cx: &ReadCx<'_>) -> Result<ElbView> {
+    let recorded = |kind: Kind| -> BTreeSet<String> { cx.recorded(kind).map(|(_, r)| r.id.clone()).collect() };
+    let (recorded_lbs, recorded_tgs) = (recorded(Kind::LoadBalancer), recorded(Kind::TargetGroup));
+    let vpcs: BTreeSet<String> = cx.vpcs().await?.iter().filter_map(|v| v.vpc_id()).map(str::to_string).collect();
+    if vpcs.is_empty() && recorded_lbs.is_empty() && recorded_tgs.is_empty() {
+        return Ok(ElbView::default());
+    }
+    let ours = |vpc: Option<&str>, arn: Option<&str>, recorded: &BTreeSet<String>| {
+        vpc.is_some_and(|v| vpcs.contains(v)) || arn.is_some_and(|a| recorded.contains(a))
+    };
+    let (lbs, tgs) = tokio::try_join!(all_load_balancers(cx), all_target_groups(cx))?;
+    let load_balancers: Vec<LoadBalancer> =
+        lbs.into_iter().filter(|l| ours(l.vpc_id(), l.load_balancer_arn(), &recorded_lbs)).collect();
+    let target_groups: Vec<TargetGroup> =
+        tgs.into_iter().filter(|t| ours(t.vpc_id(), t.target_group_arn(), &recorded_tgs)).collect();
+    let lb_arns: Vec<String> =
+        load_balancers.iter().filter_map(|l| l.load_balancer_arn()).map(str::to_string).collect();
+    let clients = cx.clients.clone();
+    let per_lb = all(lb_arns.clone(), move |arn| {
+        let elb = clients.elb.clone();
+        async move {
+            let (listeners, attributes) = tokio::try_join!(listeners_of(&elb, &arn), attributes_of(&elb, &arn))?;
+            Ok((arn, listeners, attributes))
+        }
+    })
+    .await?;
+    let mut view = ElbView { load_balancers, target_groups, ..ElbView::default() };
+    for (arn, listeners, attributes) in per_lb {
+        view.attributes.insert(arn, attributes);
+        view.listeners.extend(listeners);
+    }
+    let listener_arns: Vec<String> =
+        view.listeners.iter().filter_map(|l| l.listener_arn()).map(str::to_string).collect();
+    let clients = cx.clients.clone();
+    let rules = all(listener_arns.clone(), move |arn| {
+        let elb = clients.elb.clone();
+        async move { Ok((arn.clone(), rules_of(&elb, &arn).await?)) }
+    })
+    .await?;
+    view.rules = rules.into_iter().collect();
+    let tagged: Vec<String> = lb_arns
+        .into_iter()
+        .chain(view.target_groups.iter().filter_map(|t| t.target_group_arn()).map(str::to_string))
+        .chain(listener_arns)
+        .collect();
+    view.tags = tags_of(cx, tagged).await?;
+    Ok(view)
+}
+
+async fn all_load_balancers(cx: &ReadCx<'_>) -> Result<Vec<LoadBalancer>> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = cx.clients.elb.describe_load_balancers().set_marker(marker.clone()).send().await;
+        let page = page.map_err(|e| api_error("list the region's load balancers", e))?;
+        out.extend(page.load_balancers().iter().cloned());
+        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
+            Some(next) => marker = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn all_target_groups(cx: &ReadCx<'_>) -> Result<Vec<TargetGroup>> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = cx.clients.elb.describe_target_groups().set_marker(marker.clone()).send().await;
+        let page = page.map_err(|e| api_error("list the region's target groups", e))?;
+        out.extend(page.target_groups().iter().cloned());
+        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
+            Some(next) => marker = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn listeners_of(elb: &aws_sdk_elasticloadbalancingv2::Client, lb: &str) -> Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = elb.describe_listeners().load_balancer_arn(lb).set_marker(marker.clone()).send().await;
+        let page = match page.map_err(|e| api_error(format!("read the listeners of {lb}"), e)) {
+            Ok(page) => page,
+            // Deleted between the list and this read.
+            Err(e) if super::is(&e, super::ErrorKind::NotFound) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        out.extend(page.listeners().iter().cloned());
+        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
+            Some(next) => marker = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn rules_of(elb: &aws_sdk_elasticloadbalancingv2::Client, listener: &str) -> Result<Vec<Rule>> {
+    let mut out = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = elb.describe_rules().listener_arn(listener).set_marker(marker.clone()).send().await;
+        let page = match page.map_err(|e| api_error(format!("read the rules of listener {listener}"), e)) {
+            Ok(page) => page,
+            Err(e) if super::is(&e, super::ErrorKind::NotFound) => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        out.extend(page.rules().iter().cloned());
+        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
+            Some(next) => marker = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn attributes_of(elb: &aws_sdk_elasticloadbalancingv2::Client, lb: &str) -> Result<BTreeMap<String, String>> {
+    let out = elb.describe_load_balancer_attributes().load_balancer_arn(lb).send().await;
+    match out.map_err(|e| api_error(format!("read the attributes of {lb}"), e)) {
+        Ok(out) => {
+            Ok(out.attributes().iter().filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string()))).collect())
+        }
+        Err(e) if super::is(&e, super::ErrorKind::NotFound) => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// DescribeTags takes at most 20 ARNs a call.
+async fn tags_of(cx: &ReadCx<'_>, arns: Vec<String>) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let chunks: Vec<Vec<String>> = arns.chunks(20).map(<[String]>::to_vec).collect();
+    let clients = cx.clients.clone();
+    let pages = all(chunks, move |chunk| {
+        let elb = clients.elb.clone();
+        async move {
+            let out = elb.describe_tags().set_resource_arns(Some(chunk)).send().await;
+            let out = out.map_err(|e| api_error("read the load balancer resources' tags", e))?;
+            Ok(out
+                .tag_descriptions()
+                .iter()
+                .filter_map(|d| {
+                    let tags = d.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())));
+                    Some((d.resource_arn()?.to_string(), tags.collect::<BTreeMap<_, _>>()))
+                })
+                .collect::<Vec<_>>())
+        }
+    })
+    .await?;
+    Ok(pages.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_elastic_load_balancings_limit() {
+        assert_eq!(lb_name("shop"), "shop");
+        assert_eq!(tg_name("shop", "web", 8080), "shop-web-8080");
+        let long = tg_name("a-rather-long-stack-name-for-prod", "checkout", 8080);
+        assert!(long.len() <= 32 && !long.contains("--"), "{long}");
+        assert_ne!(long, tg_name("a-rather-long-stack-name-for-prod", "checkout", 9090), "the port changes the name");
+    }
+}
