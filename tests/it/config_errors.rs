@@ -157,7 +157,7 @@ fn each_bad_config_is_refused_with_its_location_and_no_aws_call() {
             "public subnets without NAT",
             "max_azs = 2",
             "max_azs = 2\negress = \"none\"\npublic_subnet_cidrs = [\"10.0.200.0/24\", \"10.0.201.0/24\"]",
-            "other modes have no public subnets",
+            "only applies with egress = \"nat\" or a public service",
         ),
         (
             "NAT with explicit private subnets only",
@@ -254,4 +254,83 @@ fn common_flags_work_before_and_after_the_subcommand() {
     let bad_flag = p.secep(&["up", "--parallelism", "0"]);
     assert_eq!(bad_flag.code, 1, "a bad flag is an error: {}", bad_flag.stderr);
     assert!(bad_flag.stderr.contains("--parallelism"), "{}", bad_flag.stderr);
+}
+
+/// Issue 21: `[services.<name>.public]` is checked before any call, alone and against the other public services.
+#[test]
+fn bad_public_entry_points_are_refused_before_any_call() {
+    let cert = "arn:aws:acm:us-east-1:123456789012:certificate/abc";
+    let api =
+        |table: &str| GOOD.replacen("port = 9090\n", &format!("port = 9090\n\n[services.api.public]\n{table}\n"), 1);
+    let both = |web: &str, api_table: &str| format!("{}\n[services.web.public]\n{web}\n", api(api_table));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "443 without a certificate",
+            api("port = 443"),
+            "services.api.public.port: 443 serves HTTPS and needs certificate_arn",
+        ),
+        (
+            "not an ACM certificate",
+            api("port = 443\ncertificate_arn = \"arn:aws:iam::123456789012:server-certificate/x\""),
+            "is not an ACM certificate ARN",
+        ),
+        (
+            "a certificate of another region",
+            api(&format!("port = 443\ncertificate_arn = \"{cert}\""))
+                .replace("[stack]\n", "[stack]\nregion = \"eu-west-1\"\n"),
+            "a load balancer uses certificates of its own region",
+        ),
+        (
+            "a redirect without HTTPS",
+            api("port = 80\nredirect_http = true"),
+            "redirects port 80 to HTTPS, which needs certificate_arn",
+        ),
+        ("a bad CIDR", api("port = 80\nallow_cidrs = [\"10.0.0.0/33\"]"), "`10.0.0.0/33` is not a CIDR"),
+        ("host bits in a CIDR", api("port = 80\nallow_cidrs = [\"203.0.113.7/24\"]"), "did you mean 203.0.113.0/24?"),
+        ("nobody allowed", api("port = 80\nallow_cidrs = []"), "would admit nobody"),
+        ("a health check path", api("port = 80\nhealth_check_path = \"healthz\""), "is not a health check path"),
+        ("a path pattern", api("port = 80\npath = \"api/*\""), "is not a path pattern: start with `/`"),
+        ("no port", api("path = \"/api/*\""), "missing required key `port`"),
+        ("an unknown key", api("port = 80\nstickiness = true"), "services.api.public.stickiness: unknown key"),
+        (
+            "two defaults on one listener",
+            both("port = 80", "port = 80"),
+            "share listener port 80 and none of them has `path` or `host`",
+        ),
+        (
+            "two certificates on one listener",
+            both(
+                &format!("port = 443\ncertificate_arn = \"{cert}\""),
+                &format!("port = 443\ncertificate_arn = \"{cert}x\"\npath = \"/api/*\""),
+            ),
+            "share listener port 443 but differ in certificate_arn",
+        ),
+        (
+            "the same route twice",
+            both("port = 80\npath = \"/x/*\"", "port = 80\npath = \"/x/*\""),
+            "have the same route on listener port 80",
+        ),
+        (
+            "port 80 both a listener and a redirect",
+            both("port = 80", &format!("port = 443\ncertificate_arn = \"{cert}\"")),
+            "port 80 is another public service's listener",
+        ),
+        ("one AZ", api("port = 80").replace("max_azs = 2", "max_azs = 1"), "needs subnets in at least two AZs"),
+        (
+            "a service named lb",
+            api("port = 80").replace("[services.web]", "[services.lb]"),
+            "`lb` names the load balancer in rules",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, config, expected) in cases {
+        let (run, contacted) = up_without_aws(&config);
+        if run.code != 1 || !run.stderr.contains(expected) || contacted {
+            failures.push(format!(
+                "`{what}`: exit {}, AWS contacted: {contacted}, expected `{expected}` in:\n{}",
+                run.code, run.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

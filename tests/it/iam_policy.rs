@@ -1,6 +1,7 @@
 //! Issue 20, the caller's own policy: every call secep makes in a whole lifecycle (an `up` with secrets and an S3
-//! state, `status`, `plan`, a switch to NAT egress, `down`), as the proxy logs it, needs only actions that
-//! `secep iam-policy` prints for the config. A call the table does not know fails the test, naming it.
+//! state, `status`, `plan`, a switch to NAT egress, two public services behind the load balancer, `down`), as the
+//! proxy logs it, needs only actions that `secep iam-policy` prints for the config. A call the table does not know
+//! fails the test, naming it.
 
 use std::collections::BTreeSet;
 
@@ -39,7 +40,15 @@ async fn every_call_of_a_lifecycle_is_allowed_by_the_printed_policy() {
     run(&["status"]).success();
     run(&["plan"]).success();
     run(&["state", "show"]).success();
-    p.write_template(&crate::secrets::config(true).replace("max_azs = 2", "max_azs = 2\negress = \"nat\""));
+    let nat = crate::secrets::config(true).replace("max_azs = 2", "max_azs = 2\negress = \"nat\"");
+    p.write_template(&nat);
+    run(&["up"]).success();
+    // Both services public behind the load balancer, api on a path; then a new health check.
+    let public =
+        format!("{nat}\n[services.web.public]\nport = 80\n\n[services.api.public]\nport = 80\npath = \"/api/*\"\n");
+    p.write_template(&public);
+    run(&["up"]).success();
+    p.write_template(&public.replace("path = \"/api/*\"", "path = \"/api/*\"\nhealth_check_path = \"/ready\""));
     run(&["up"]).success();
     run(&["down", "--yes", "--delete-logs"]).success();
 
@@ -63,9 +72,15 @@ async fn every_call_of_a_lifecycle_is_allowed_by_the_printed_policy() {
     }
     assert_eq!(unknown, BTreeSet::new(), "calls the operation → action table does not know");
     assert_eq!(missing, BTreeSet::new(), "actions secep used that `secep iam-policy` does not grant");
-    for call in
-        ["iam:PutRolePolicy", "ec2:CreateNatGateway", "s3:PutObject", "ecs:CreateService", "logs:DeleteLogGroup"]
-    {
+    for call in [
+        "iam:PutRolePolicy",
+        "ec2:CreateNatGateway",
+        "s3:PutObject",
+        "ecs:CreateService",
+        "logs:DeleteLogGroup",
+        "elasticloadbalancing:CreateRule",
+        "elasticloadbalancing:ModifyTargetGroup",
+    ] {
         assert!(seen.contains(call), "the lifecycle exercised {call}: {seen:?}");
     }
     eprintln!("{} distinct operations checked", seen.len());

@@ -87,12 +87,47 @@ pub(crate) async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usi
         "vpc endpoint",
         aws.ec2.describe_vpc_endpoints().filters(tagged()).send().await.unwrap().vpc_endpoints().len(),
     );
+    // The load balancer's resources, found by their tags (Elastic Load Balancing has no tag filter).
+    let lbs = aws.elb.describe_load_balancers().send().await.unwrap();
+    let tgs = aws.elb.describe_target_groups().send().await.unwrap();
+    let lb_arns: Vec<String> =
+        lbs.load_balancers().iter().filter_map(|l| l.load_balancer_arn()).map(str::to_string).collect();
+    let tg_arns: Vec<String> =
+        tgs.target_groups().iter().filter_map(|t| t.target_group_arn()).map(str::to_string).collect();
+    let ours = elb_tagged(aws, p, [lb_arns.clone(), tg_arns].concat()).await;
+    let our_lbs: Vec<&String> = lb_arns.iter().filter(|a| ours.contains(*a)).collect();
+    c.insert("load balancer", our_lbs.len());
+    c.insert("target group", ours.len() - our_lbs.len());
+    let (mut listeners, mut rules) = (0, 0);
+    for lb in our_lbs {
+        for l in aws.elb.describe_listeners().load_balancer_arn(lb).send().await.unwrap().listeners() {
+            listeners += 1;
+            let out = aws.elb.describe_rules().listener_arn(l.listener_arn().unwrap()).send().await.unwrap();
+            rules += out.rules().iter().filter(|r| r.is_default() != Some(true)).count();
+        }
+    }
+    c.insert("listener", listeners);
+    c.insert("listener rule", rules);
     let role = aws.iam.get_role().role_name(format!("{}-ecs-execution", p.stack)).send().await;
     c.insert("iam role", usize::from(role.is_ok()));
     let group = format!("/secep/{}", p.stack);
     let groups = aws.logs.describe_log_groups().log_group_name_prefix(&group).send().await.unwrap();
     c.insert("log group", groups.log_groups().iter().filter(|g| g.log_group_name() == Some(group.as_str())).count());
     c
+}
+
+/// Which of the ARNs carry the project's `secep:stack` tag (20 per DescribeTags).
+async fn elb_tagged(aws: &Aws, p: &Project, arns: Vec<String>) -> Vec<String> {
+    let mut ours = Vec::new();
+    for chunk in arns.chunks(20) {
+        let out = aws.elb.describe_tags().set_resource_arns(Some(chunk.to_vec())).send().await.unwrap();
+        for d in out.tag_descriptions() {
+            if d.tags().iter().any(|t| t.key() == Some("secep:stack") && t.value() == Some(p.stack.as_str())) {
+                ours.push(d.resource_arn().unwrap().to_string());
+            }
+        }
+    }
+    ours
 }
 
 pub(crate) fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'static str, usize> {
@@ -112,6 +147,10 @@ pub(crate) fn expected(services: usize, edges: usize, azs: usize) -> BTreeMap<&'
         ("task definition", services),
         ("namespace", 1),
         ("cloud map service", services),
+        ("load balancer", 0),
+        ("target group", 0),
+        ("listener", 0),
+        ("listener rule", 0),
     ])
 }
 
@@ -163,7 +202,7 @@ pub(crate) fn mesh(services: usize) -> (String, usize) {
     (text, edges)
 }
 
-async fn run_positions(
+pub(crate) async fn run_positions(
     positions: Vec<usize>,
     make: impl Fn(usize) -> Project + Sync,
     want: BTreeMap<&'static str, usize>,

@@ -283,19 +283,22 @@ async fn public_and_private_ports_routes_and_health_checks_converge_in_place() {
         set(&[format!("tcp/8080 {}", s.groups["sg/service1"]), format!("tcp/8080 {}", s.groups["sg/service2"])])
     );
 
-    // HTTPS: a certificate, port 443, and port 80 answers a redirect.
+    // HTTPS: a certificate, port 443, and port 80 answers a redirect; only the office may connect.
     let cert = certificate("shop.example.com");
+    let office = "allow_cidrs = [\"203.0.113.0/24\"]";
     let tls = format!(
-        "[services.service1.public]\nport = 443\ncertificate_arn = \"{cert}\"\nhealth_check_path = \"/ready\"\n"
+        "[services.service1.public]\nport = 443\ncertificate_arn = \"{cert}\"\nhealth_check_path = \"/ready\"\n{office}\n"
     );
-    let api_tls = format!("[services.service2.public]\nport = 443\ncertificate_arn = \"{cert}\"\npath = \"/api/*\"\n");
+    let api_tls =
+        format!("[services.service2.public]\nport = 443\ncertificate_arn = \"{cert}\"\npath = \"/api/*\"\n{office}\n");
     p.write_template(&config(&tls, &api_tls));
     p.secep(&["up"]).success();
     let now = listeners(&aws, &lb).await;
     assert_eq!(now.iter().map(|l| l.port().unwrap()).collect::<Vec<_>>(), [80, 443]);
     assert!(now[0].default_actions()[0].redirect_config().is_some(), "port 80 redirects now");
     assert_eq!(now[1].certificates()[0].certificate_arn(), Some(cert.as_str()));
-    assert_eq!(rules(&aws, lb_group, false).await, set(&["tcp/443 0.0.0.0/0".into(), "tcp/80 0.0.0.0/0".into()]));
+    let office_only = set(&["tcp/443 203.0.113.0/24".into(), "tcp/80 203.0.113.0/24".into()]);
+    assert_eq!(rules(&aws, lb_group, false).await, office_only, "the listener ports from the office only");
 
     // A new container port: AWS cannot change a target group's port, so a new one stands in and the old one goes.
     p.write_template(&config(&tls, &api_tls).replacen(
@@ -348,4 +351,43 @@ async fn tasks_that_fail_the_load_balancers_health_check_fail_up_and_status() {
     let status = p.secep(&["status"]);
     assert_eq!(status.code, 3, "{}", status.stdout);
     down_leaves_nothing(&aws, &p, &["--delete-logs"]).await;
+}
+
+/// A run killed right after each call that makes part of the load balancer (SIGKILL by the proxy, as in
+/// `kill.rs`): the next `up` adopts what was made by its tags and lineage, makes the rest once, and `down` leaves
+/// nothing. The positions come from a probe run of the same config, one call at a time.
+#[tokio::test]
+async fn killing_up_at_each_load_balancer_create_leaves_no_duplicate() {
+    const MAKERS: &[&str] =
+        &["CreateTargetGroup", "CreateLoadBalancer", "ModifyLoadBalancerAttributes", "CreateListener", "CreateService"];
+    let cert = certificate("shop.example.com");
+    let text = config(&https(&cert), "");
+    let probe = Project::with_config("pubprobe", &text);
+    let proxy = Proxy::start(&[]);
+    probe.secep_at(&proxy.url, &["up", "--parallelism", "1"]).success();
+    // The account's ECS service-linked role exists after the probe: the killed runs do not make it again.
+    let mutating: Vec<String> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c["mutating"] == true && c["status"].as_u64().is_some_and(|s| s < 300))
+        .map(|c| c["operation"].as_str().unwrap_or_default().to_string())
+        .filter(|op| op != "CreateServiceLinkedRole")
+        .collect();
+    let positions: Vec<usize> =
+        mutating.iter().enumerate().filter(|(_, op)| MAKERS.contains(&op.as_str())).map(|(i, _)| i + 1).collect();
+    assert!(positions.len() >= 6, "{mutating:?}");
+    probe.secep_at(&proxy.url, &["down", "--yes", "--delete-logs"]).success();
+    let mut want = crate::kill::expected(2, 2, 2);
+    want.extend([
+        ("subnet", 4),
+        ("security group", 5),
+        ("ingress rule", 4),
+        ("route table", 3),
+        ("load balancer", 1),
+        ("target group", 1),
+        ("listener", 2),
+    ]);
+    let report =
+        crate::kill::run_positions(positions, |k| Project::with_config(&format!("pubkill{k}"), &text), want).await;
+    assert!(!report.is_empty());
 }
