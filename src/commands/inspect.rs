@@ -154,8 +154,9 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         ));
     }
     if let Some(lb) = &load_balancer {
+        let url_w = lb.services.iter().map(|p| p.url.len()).max().unwrap_or(3).max(3);
         text.push_str(&format!(
-            "\nLoad balancer {} ({})\n{:<20} {:<48} {}\n",
+            "\nLoad balancer {} ({})\n{:<20} {:<url_w$}  {}\n",
             lb.dns_name.as_deref().unwrap_or("not live"),
             lb.state.as_deref().unwrap_or("-"),
             "PUBLIC",
@@ -164,7 +165,7 @@ pub async fn status(common: &Common, console: &Console) -> Result<u8> {
         ));
         for p in &lb.services {
             let targets = p.targets.as_ref().map_or("-".to_string(), |t| t.summary());
-            text.push_str(&format!("{:<20} {:<48} {targets}\n", p.service, p.url));
+            text.push_str(&format!("{:<20} {:<url_w$}  {targets}\n", p.service, p.url));
             for reason in p.targets.iter().flat_map(|t| &t.reasons) {
                 text.push_str(&format!("  unhealthy: {reason}\n"));
             }
@@ -264,14 +265,9 @@ async fn load_balancer_status(i: &Inspection) -> Option<LoadBalancerStatus> {
             Some(tg) => crate::engine::rollout::target_health(&i.clients.elb, &tg).await.ok(),
             None => None,
         };
-        let scheme = if p.https() { "https" } else { "http" };
-        let default_port = if p.https() { 443 } else { 80 };
-        let host = p.host.clone().or(dns.clone()).unwrap_or_else(|| "<load balancer>".into());
-        let port = if p.port == default_port { String::new() } else { format!(":{}", p.port) };
-        let path = p.path.as_deref().map_or("/".to_string(), |path| path.trim_end_matches('*').to_string());
         services.push(PublicStatus {
             service: svc.name.clone(),
-            url: format!("{scheme}://{host}{port}{path}"),
+            url: p.url(dns.as_deref()),
             listener_port: p.port,
             targets,
         });

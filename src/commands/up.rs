@@ -125,8 +125,10 @@ pub async fn run(common: &Common, args: &UpArgs, console: &Console, stop: &StopF
     }
 
     let removed = replaced.len() + dropped.len();
+    let lb_dns = load_balancer_dns(&ctx, &config).await;
     let code = report(
         &config,
+        lb_dns.as_deref(),
         &ctx,
         &nodes,
         &outcomes,
@@ -163,6 +165,14 @@ async fn revoke_replaced(ctx: &Ctx, console: &Console) -> usize {
         }
     }
     failed
+}
+
+/// The load balancer's DNS name, for the public services' URLs (one describe; `None` without one, or if it fails).
+async fn load_balancer_dns(ctx: &Ctx, config: &Config) -> Option<String> {
+    config.public_services().next()?;
+    let arn = ctx.state.lock().get(&NodeId::LoadBalancer).map(|r| r.id.clone())?;
+    let out = ctx.clients.elb.describe_load_balancers().load_balancer_arns(arn).send().await.ok()?;
+    out.load_balancers().first().and_then(|l| l.dns_name()).map(str::to_string)
 }
 
 /// Deletes the target groups a new port replaced, now that no task is registered in them. Returns how many could
@@ -308,6 +318,7 @@ async fn revoke_undeclared(ctx: &Ctx, rules: &[LiveRule], console: &Console) -> 
 #[allow(clippy::too_many_arguments)]
 fn report(
     config: &Config,
+    lb_dns: Option<&str>,
     ctx: &Ctx,
     nodes: &[Node],
     outcomes: &[Outcome<(Done, String)>],
@@ -418,6 +429,13 @@ fn report(
                 if callers.is_empty() { "no callers".to_string() } else { format!("from {}", callers.join(", ")) };
             table.push_str(&format!("\n  {:<20} {:<45} {from}", s.name, config.endpoint(s)));
         }
+        let public: Vec<_> = config.public_services().collect();
+        if !public.is_empty() {
+            table.push_str("\nPublic, through the load balancer (the only way in from the internet):");
+            for (s, p) in public {
+                table.push_str(&format!("\n  {:<20} {}", s.name, p.url(lb_dns)));
+            }
+        }
         console.result(&table);
     }
     let endpoints = config
@@ -428,6 +446,7 @@ fn report(
             address: config.endpoint(s),
             port: s.port,
             calls: s.calls.clone(),
+            public_url: s.public.as_ref().map(|p| p.url(lb_dns)),
         })
         .collect();
     console.report(&UpReport {

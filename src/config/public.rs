@@ -38,6 +38,16 @@ impl Public {
     pub fn https(&self) -> bool {
         self.certificate_arn.is_some()
     }
+
+    /// Where the internet finds the service: its host (else the load balancer's DNS name), its listener port unless
+    /// the scheme's own, and its path without the wildcard.
+    pub fn url(&self, load_balancer_dns: Option<&str>) -> String {
+        let (scheme, default_port) = if self.https() { ("https", 443) } else { ("http", 80) };
+        let host = self.host.as_deref().or(load_balancer_dns).unwrap_or("<load balancer>");
+        let port = if self.port == default_port { String::new() } else { format!(":{}", self.port) };
+        let path = self.path.as_deref().map_or("/", |p| p.trim_end_matches('*'));
+        format!("{scheme}://{host}{port}{path}")
+    }
 }
 
 /// `[services.<name>.public]` as written.
@@ -377,6 +387,22 @@ mod tests {
         assert!(certificate_arn(good, Some("us-east-1")).is_ok());
         assert!(certificate_arn(good, Some("eu-west-1")).unwrap_err().contains("its own region"));
         assert!(certificate_arn("arn:aws:iam::123456789012:server-certificate/x", None).is_err());
+    }
+
+    #[test]
+    fn urls_name_the_host_port_and_path_a_client_uses() {
+        let p = Public {
+            port: 443,
+            certificate_arn: Some("arn:aws:acm:us-east-1:123456789012:certificate/c".into()),
+            allow_cidrs: vec!["0.0.0.0/0".into()],
+            health_check_path: "/".into(),
+            redirect_http: true,
+            path: Some("/api/*".into()),
+            host: None,
+        };
+        assert_eq!(p.url(Some("shop-1.elb.amazonaws.com")), "https://shop-1.elb.amazonaws.com/api/");
+        let plain = Public { port: 8080, certificate_arn: None, path: None, host: Some("x.example.com".into()), ..p };
+        assert_eq!(plain.url(None), "http://x.example.com:8080/");
     }
 
     #[test]

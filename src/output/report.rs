@@ -76,6 +76,9 @@ pub struct Endpoint {
     pub address: String,
     pub port: u16,
     pub calls: Vec<String>,
+    /// A public service's URL through the load balancer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
