@@ -11,7 +11,7 @@ use aws_sdk_elasticloadbalancingv2::types::{Listener, LoadBalancer, Rule, Tag, T
 use sha2::{Digest, Sha256};
 
 use super::support::{StackTags, all};
-use super::{Ctx, Kind, ReadCx, TAG_NODE, api_error};
+use super::{Ctx, Kind, OrGone, ReadCx, TAG_NODE, api_error};
 use crate::model::NodeId;
 
 /// Load balancer and target group names: at most 32 letters, digits and hyphens, unique in the region.
@@ -120,69 +120,60 @@ pub async fn read(cx: &ReadCx<'_>) -> Result<ElbView> {
     Ok(view)
 }
 
-async fn all_load_balancers(cx: &ReadCx<'_>) -> Result<Vec<LoadBalancer>> {
+/// Every page of a marker-paged describe: `page(marker)` answers one page's items and the next marker.
+async fn paged<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
     let mut out = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let page = cx.clients.elb.describe_load_balancers().set_marker(marker.clone()).send().await;
-        let page = page.map_err(|e| api_error("list the region's load balancers", e))?;
-        out.extend(page.load_balancers().iter().cloned());
-        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
-            Some(next) => marker = Some(next.to_string()),
+        let (items, next) = page(marker.clone()).await?;
+        out.extend(items);
+        match next.filter(|m| !m.is_empty() && Some(m) != marker.as_ref()) {
+            Some(next) => marker = Some(next),
             None => return Ok(out),
         }
     }
+}
+
+async fn all_load_balancers(cx: &ReadCx<'_>) -> Result<Vec<LoadBalancer>> {
+    paged(|marker| async move {
+        let page = cx.clients.elb.describe_load_balancers().set_marker(marker).send().await;
+        let page = page.map_err(|e| api_error("list the region's load balancers", e))?;
+        Ok((page.load_balancers().to_vec(), page.next_marker().map(str::to_string)))
+    })
+    .await
 }
 
 async fn all_target_groups(cx: &ReadCx<'_>) -> Result<Vec<TargetGroup>> {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = cx.clients.elb.describe_target_groups().set_marker(marker.clone()).send().await;
+    paged(|marker| async move {
+        let page = cx.clients.elb.describe_target_groups().set_marker(marker).send().await;
         let page = page.map_err(|e| api_error("list the region's target groups", e))?;
-        out.extend(page.target_groups().iter().cloned());
-        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
-            Some(next) => marker = Some(next.to_string()),
-            None => return Ok(out),
-        }
-    }
+        Ok((page.target_groups().to_vec(), page.next_marker().map(str::to_string)))
+    })
+    .await
 }
 
+/// A load balancer's listeners; none when it was deleted between the list and this read.
 async fn listeners_of(elb: &aws_sdk_elasticloadbalancingv2::Client, lb: &str) -> Result<Vec<Listener>> {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = elb.describe_listeners().load_balancer_arn(lb).set_marker(marker.clone()).send().await;
-        let page = match page.map_err(|e| api_error(format!("read the listeners of {lb}"), e)) {
-            Ok(page) => page,
-            // Deleted between the list and this read.
-            Err(e) if super::is(&e, super::ErrorKind::NotFound) => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        out.extend(page.listeners().iter().cloned());
-        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
-            Some(next) => marker = Some(next.to_string()),
-            None => return Ok(out),
-        }
-    }
+    let listeners = paged(|marker| async move {
+        let page = elb.describe_listeners().load_balancer_arn(lb).set_marker(marker).send().await;
+        let page = page.map_err(|e| api_error(format!("read the listeners of {lb}"), e))?;
+        Ok((page.listeners().to_vec(), page.next_marker().map(str::to_string)))
+    });
+    Ok(listeners.await.or_gone()?.unwrap_or_default())
 }
 
+/// A listener's rules; none when it was deleted between the list and this read.
 async fn rules_of(elb: &aws_sdk_elasticloadbalancingv2::Client, listener: &str) -> Result<Vec<Rule>> {
-    let mut out = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = elb.describe_rules().listener_arn(listener).set_marker(marker.clone()).send().await;
-        let page = match page.map_err(|e| api_error(format!("read the rules of listener {listener}"), e)) {
-            Ok(page) => page,
-            Err(e) if super::is(&e, super::ErrorKind::NotFound) => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        out.extend(page.rules().iter().cloned());
-        match page.next_marker().filter(|m| !m.is_empty() && Some(*m) != marker.as_deref()) {
-            Some(next) => marker = Some(next.to_string()),
-            None => return Ok(out),
-        }
-    }
+    let rules = paged(|marker| async move {
+        let page = elb.describe_rules().listener_arn(listener).set_marker(marker).send().await;
+        let page = page.map_err(|e| api_error(format!("read the rules of listener {listener}"), e))?;
+        Ok((page.rules().to_vec(), page.next_marker().map(str::to_string)))
+    });
+    Ok(rules.await.or_gone()?.unwrap_or_default())
 }
 
 async fn attributes_of(elb: &aws_sdk_elasticloadbalancingv2::Client, lb: &str) -> Result<BTreeMap<String, String>> {
