@@ -30,6 +30,9 @@ enum Scope {
     LinkedRole,
     /// The stack's log group, by ARN.
     LogGroup,
+    /// The rules of the stack's load balancer's listeners, by ARN: a rule made by hand carries no tag, and `up`
+    /// must still remove it.
+    ListenerRules,
     /// The S3 state object, its lock and backup.
     State,
     StateBucket,
@@ -164,6 +167,12 @@ const TABLE: &[(&str, &str, &[&str], Scope)] = &[
     ("elasticloadbalancing", "DescribeTargetHealth", &["elasticloadbalancing:DescribeTargetHealth"], Scope::Any),
     (
         "elasticloadbalancing",
+        "DescribeTargetGroupAttributes",
+        &["elasticloadbalancing:DescribeTargetGroupAttributes"],
+        Scope::Any,
+    ),
+    (
+        "elasticloadbalancing",
         "CreateLoadBalancer",
         &["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:AddTags"],
         Scope::Create,
@@ -196,12 +205,18 @@ const TABLE: &[(&str, &str, &[&str], Scope)] = &[
     ("elasticloadbalancing", "SetSecurityGroups", &["elasticloadbalancing:SetSecurityGroups"], Scope::Owned),
     ("elasticloadbalancing", "DeleteLoadBalancer", &["elasticloadbalancing:DeleteLoadBalancer"], Scope::Owned),
     ("elasticloadbalancing", "ModifyTargetGroup", &["elasticloadbalancing:ModifyTargetGroup"], Scope::Owned),
+    (
+        "elasticloadbalancing",
+        "ModifyTargetGroupAttributes",
+        &["elasticloadbalancing:ModifyTargetGroupAttributes"],
+        Scope::Owned,
+    ),
     ("elasticloadbalancing", "DeleteTargetGroup", &["elasticloadbalancing:DeleteTargetGroup"], Scope::Owned),
     ("elasticloadbalancing", "ModifyListener", &["elasticloadbalancing:ModifyListener"], Scope::Owned),
     ("elasticloadbalancing", "DeleteListener", &["elasticloadbalancing:DeleteListener"], Scope::Owned),
-    ("elasticloadbalancing", "ModifyRule", &["elasticloadbalancing:ModifyRule"], Scope::Owned),
-    ("elasticloadbalancing", "SetRulePriorities", &["elasticloadbalancing:SetRulePriorities"], Scope::Owned),
-    ("elasticloadbalancing", "DeleteRule", &["elasticloadbalancing:DeleteRule"], Scope::Owned),
+    ("elasticloadbalancing", "ModifyRule", &["elasticloadbalancing:ModifyRule"], Scope::ListenerRules),
+    ("elasticloadbalancing", "SetRulePriorities", &["elasticloadbalancing:SetRulePriorities"], Scope::ListenerRules),
+    ("elasticloadbalancing", "DeleteRule", &["elasticloadbalancing:DeleteRule"], Scope::ListenerRules),
     // S3 (the state)
     ("s3", "GetBucketLocation", &["s3:GetBucketLocation"], Scope::StateBucket),
     ("s3", "GetObject", &["s3:GetObject"], Scope::State),
@@ -277,6 +292,13 @@ pub fn policy(config: &Config, region: &str, state: &Location) -> Value {
             "Condition": { "StringEquals": { "iam:AWSServiceName": "ecs.amazonaws.com" } },
         }),
     ];
+    statements.push(json!({
+        "Sid": "TheLoadBalancersRules", "Effect": "Allow", "Action": actions(Scope::ListenerRules),
+        "Resource": format!(
+            "arn:{partition}:elasticloadbalancing:{region}:{account}:listener-rule/app/{}/*",
+            crate::resource::elb::lb_name(stack)
+        ),
+    }));
     if config.public_services().next().is_some() {
         // A region's first load balancer makes Elastic Load Balancing's service-linked role.
         statements.push(json!({

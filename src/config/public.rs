@@ -97,9 +97,11 @@ pub(crate) fn model(raw: &RawPublic) -> Public {
         }
         None => DEFAULT_ALLOW_CIDRS.iter().map(|c| c.to_string()).collect(),
     };
+    let port = raw.port.as_ref().map_or(0, |p| p.value.clamp(0, u16::MAX as i64) as u16);
     Public {
-        port: raw.port.as_ref().map_or(0, |p| p.value.clamp(0, u16::MAX as i64) as u16),
-        redirect_http: raw.redirect_http.as_ref().map_or(certificate_arn.is_some(), |r| r.value),
+        port,
+        // Port 80 cannot redirect to itself: an HTTPS listener there has no redirect unless asked (and refused then).
+        redirect_http: raw.redirect_http.as_ref().map_or(certificate_arn.is_some() && port != 80, |r| r.value),
         certificate_arn,
         allow_cidrs: cidrs,
         health_check_path: raw
@@ -118,17 +120,18 @@ pub(crate) fn check(
     problems: &mut Problems,
     warnings: &mut Vec<String>,
 ) {
-    let public: Vec<(&RawService, &RawPublic)> =
-        services.values().filter_map(|s| s.public.as_ref().map(|p| (s, p))).collect();
-    if public.is_empty() {
-        return;
-    }
+    // Reserved whether or not a service is public: a rule's caller `lb` is the load balancer's group everywhere.
     if let Some(lb) = services.get(LB_CALLER) {
         problems.add(
             format!("services.{LB_CALLER}"),
             lb.name.span.clone(),
-            format!("`{LB_CALLER}` names the load balancer in rules (`sg-rule/{LB_CALLER}->web`) once a service is public; rename this service"),
+            format!("`{LB_CALLER}` is reserved: it names the load balancer in rules (`sg-rule/{LB_CALLER}->web`) and the reachability matrix; rename this service"),
         );
+    }
+    let public: Vec<(&RawService, &RawPublic)> =
+        services.values().filter_map(|s| s.public.as_ref().map(|p| (s, p))).collect();
+    if public.is_empty() {
+        return;
     }
     if config.network.max_azs < 2 {
         problems.add(
@@ -140,10 +143,54 @@ pub(crate) fn check(
             ),
         );
     }
+    let first = (format!("services.{}.public", public[0].0.name.value), public[0].1.span.clone());
+    if config.stack.name.to_ascii_lowercase().starts_with("internal-") {
+        problems.add(
+            &first.0,
+            first.1.clone(),
+            format!("the load balancer is named after the stack, and AWS refuses a name starting with `internal-` (`{}`); choose another stack name", config.stack.name),
+        );
+    }
+    if let Some(prefix) = smallest_public_subnet(config)
+        && prefix > 27
+    {
+        problems.add(
+            &first.0,
+            first.1.clone(),
+            format!("an application load balancer needs public subnets of at least /27 (8 free addresses), and these are /{prefix}; use a larger network.cidr, fewer AZs or larger public_subnet_cidrs"),
+        );
+    }
     for (svc, raw) in &public {
         check_one(config, svc, raw, problems, warnings);
     }
     check_listeners(config, &public, problems);
+    // Every (listener port, CIDR) is one inbound rule of the load balancer's group: AWS's default quota is 60.
+    let mut rules = std::collections::BTreeSet::new();
+    for (svc, _) in &public {
+        let p = config.services[&svc.name.value].public.as_ref().expect("read with the raw table");
+        let redirect = (p.redirect_http && p.https()).then_some(80);
+        for port in std::iter::once(p.port).chain(redirect) {
+            rules.extend(p.allow_cidrs.iter().map(|c| (port, c.clone())));
+        }
+    }
+    if rules.len() > MAX_LB_INGRESS_RULES {
+        problems.add(
+            &first.0,
+            first.1,
+            format!("the load balancer's group would need {} inbound rules (listener ports x allow_cidrs), over AWS's default quota of {MAX_LB_INGRESS_RULES} a group; allow fewer, wider CIDRs", rules.len()),
+        );
+    }
+}
+
+/// AWS's default quota of inbound rules per security group.
+const MAX_LB_INGRESS_RULES: usize = 60;
+
+/// The prefix length of the smallest public subnet: explicit, or carved.
+fn smallest_public_subnet(config: &Config) -> Option<u8> {
+    match &config.network.public_subnet_cidrs {
+        Some(list) => list.iter().map(|c| c.prefix_len()).max(),
+        None => Some(config.network.cidr.prefix_len() + super::validate::carve_bits(config.network.max_azs)),
+    }
 }
 
 fn check_one(config: &Config, svc: &RawService, raw: &RawPublic, problems: &mut Problems, warnings: &mut Vec<String>) {

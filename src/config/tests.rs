@@ -141,3 +141,25 @@ fn s3_buckets_need_a_task_role_and_a_way_to_s3() {
         assert!(err.contains(&format!("`{bad}` is not an S3 bucket name")), "{bad}: {err}");
     }
 }
+
+#[test]
+fn the_service_name_lb_is_reserved_with_or_without_a_public_service() {
+    // Regression (review of issue 21): without a public service, `sg-rule/lb->web` still meant the load balancer's
+    // group, so a service named `lb` deployed with its rules silently unenforced.
+    let named_lb = SEED.replace("[services.service2]", "[services.lb]").replace("\"service2\"", "\"lb\"");
+    let err = parse(&named_lb).unwrap_err().to_string();
+    assert!(err.contains("`lb` is reserved"), "{err}");
+}
+
+#[test]
+fn https_on_port_80_has_no_redirect_to_itself() {
+    // Regression (review of issue 21): `redirect_http` defaulted to true with a certificate, and port 80 then had
+    // both an HTTPS listener and a redirect listener: two `listener/80` nodes.
+    let cert = "arn:aws:acm:us-east-1:123456789012:certificate/c";
+    let text = format!("{SEED}\n[services.service1.public]\nport = 80\ncertificate_arn = \"{cert}\"\n");
+    let config = parse(&text).unwrap();
+    let public: Vec<_> = config.public_services().collect();
+    assert!(!public[0].1.redirect_http);
+    let listeners = crate::model::listener_specs(&public);
+    assert_eq!(listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [80]);
+}

@@ -129,6 +129,10 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> anyhow::Result<Ve
     }
     for (id, l) in &live.nodes {
         if l.owner == Owner::Us && state.get(id).is_none() && !desired.contains(id) {
+            // A target group a new port replaced, left by a run whose rollout did not complete (or that died):
+            // this lifecycle's, so `up` removes it once the rollouts have completed, as it would have then.
+            let replaced_target_group =
+                id.is_twin() && id.kind() == Kind::TargetGroup && l.lineage.as_deref() == Some(state.nonce());
             out.push(NodeStatus {
                 node: id.clone(),
                 kind: id.kind().label(),
@@ -136,7 +140,7 @@ pub fn diff(nodes: &[Node], state: &StateFile, live: &Live) -> anyhow::Result<Ve
                 recorded: None,
                 live: Some(l.id.clone()),
                 verdict: Verdict::Extra,
-                action: Action::Unsupported,
+                action: if replaced_target_group { Action::Delete } else { Action::Unsupported },
             });
         }
     }

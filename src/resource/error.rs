@@ -123,6 +123,11 @@ impl ErrorKind {
             "InvalidParameterException" if message.contains("Unable to assume the service linked role") => {
                 ErrorKind::Propagating
             }
+            // ECS may not see a listener made a moment ago as using the target group yet (Elastic Load Balancing is
+            // eventually consistent); the walk creates a service only after that listener.
+            "InvalidParameterException" if message.contains("does not have an associated load balancer") => {
+                ErrorKind::Propagating
+            }
             // ECS wraps EC2's answer for a subnet or group it cannot see yet: "… (ErrorCode: InvalidSubnetID.NotFound)".
             "InvalidParameterException" if message.contains(".NotFound)") => ErrorKind::Propagating,
             c if c.starts_with("Invalid")

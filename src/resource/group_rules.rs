@@ -18,7 +18,7 @@ use super::{
     Compare, Created, Ctx, Deleted, ErrorKind, Found, Kind, OnChange, OrGone, Owner, ReadCx, Resource, Salt, TAG_STACK,
     View, api_error, is,
 };
-use crate::model::{Node, NodeId};
+use crate::model::{HTTPS, Node, NodeId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Spec {
@@ -358,12 +358,15 @@ async fn converge_direction(
         .collect();
     // What the running tasks may still use is revoked once the rollouts have completed: a service's egress to a
     // group or prefix list the config no longer wants (a callee's old port, a dropped call, the endpoints and S3
-    // before the clients group carried them), and the endpoints' ingress from a service group (before the clients
-    // group). Anything else extra (a hand-added CIDR, say) goes now.
+    // before the clients group carried them) or NAT mode's HTTPS to anywhere (when the clients group takes over),
+    // the endpoints' ingress from a service group (before the clients group), and the load balancer's way to a
+    // service's old port. Anything else extra (a hand-added CIDR, say) goes now.
     let by_reference = |rule: &Rule| rule.peer.starts_with("sg-") || rule.peer.starts_with("pl-");
+    let nat_way_out = |rule: &Rule| rule.peer == "0.0.0.0/0" && rule.from_port == i32::from(HTTPS);
     let used_by_tasks = |rule: &Rule| match node {
-        NodeId::Egress(_) => egress && by_reference(rule),
+        NodeId::Egress(_) => egress && (by_reference(rule) || nat_way_out(rule)),
         NodeId::EndpointRules => !egress && rule.peer.starts_with("sg-"),
+        NodeId::LbRules => egress && rule.peer.starts_with("sg-"),
         _ => false,
     };
     let later = |rule: &Rule| !together && used_by_tasks(rule);

@@ -236,7 +236,9 @@ async fn detach(ctx: &Ctx, id: &str, vpc: &str) -> Result<()> {
             .await
             .map_err(|e| api_error(format!("detach internet gateway {id} from {vpc}"), e))
     };
-    let blocked = || async { format!("{vpc} still has public addresses mapped (NAT gateways being deleted?)") };
+    let blocked = || async {
+        format!("{vpc} still has public addresses mapped (NAT gateways or a deleted load balancer's network interfaces being released?)")
+    };
     retry_while(ctx, &[ErrorKind::DependencyViolation], attempt, blocked).await?;
     Ok(())
 }

@@ -165,6 +165,9 @@ impl Resource for Listener {
         let tg = |service: &str| super::Refs::arn(cx.refs, &NodeId::TargetGroup(service.to_string()));
         let mut changes = Vec::new();
         let protocol = if spec.certificate_arn.is_some() { "HTTPS" } else { "HTTP" };
+        if facts.port != i32::from(spec.port) {
+            changes.push(Change::Listener(format!("listens on port {}, not {}", facts.port, spec.port)));
+        }
         if facts.protocol != protocol {
             changes.push(Change::Listener(format!("is {}, not {protocol}", facts.protocol)));
         } else if let Some(cert) = &spec.certificate_arn {
@@ -327,11 +330,21 @@ impl Resource for Listener {
                     .set_tags(Some(super::elb::tags(ctx, live.node, &format!("{} route {service}", spec.port))))
                     .send()
                     .await;
-                out.map_err(|e| api_error(format!("route {service} on listener {}", spec.port), e))?;
+                match out.map_err(|e| api_error(format!("route {service} on listener {}", spec.port), e)) {
+                    // A retried update whose first CreateRule went through: the rule is there, at its priority.
+                    Err(e) if is(&e, ErrorKind::InUse) && rule_exists(ctx, listener, service, *priority).await? => {}
+                    other => {
+                        other?;
+                    }
+                }
             }
         }
         if changes.iter().any(|c| matches!(c, Change::Listener(_))) {
-            let mut call = elb.modify_listener().listener_arn(listener).default_actions(action(ctx, &spec.default)?);
+            let mut call = elb
+                .modify_listener()
+                .listener_arn(listener)
+                .port(i32::from(spec.port))
+                .default_actions(action(ctx, &spec.default)?);
             call = match &spec.certificate_arn {
                 Some(cert) => call
                     .protocol(ProtocolEnum::Https)
@@ -357,6 +370,16 @@ impl Resource for Listener {
             .or_gone()?;
         Ok(if out.is_some() { Deleted::Now } else { Deleted::AlreadyGone })
     }
+}
+
+/// Whether the listener has a rule at `priority` forwarding to the service's target group.
+async fn rule_exists(ctx: &Ctx, listener: &str, service: &str, priority: u32) -> Result<bool> {
+    let tg = ctx.id_of(&NodeId::TargetGroup(service.to_string()))?;
+    let out = ctx.clients.elb.describe_rules().listener_arn(listener).send().await;
+    let out = out.map_err(|e| api_error(format!("read the rules of listener {listener}"), e))?;
+    Ok(out.rules().iter().any(|r| {
+        r.priority() == Some(priority.to_string().as_str()) && action_of(r.actions()) == LiveAction::Forward(vec![tg.clone()])
+    }))
 }
 
 fn route_of<'a>(spec: &'a Spec, service: &str) -> Result<&'a Route> {

@@ -6,7 +6,9 @@
 use std::fmt;
 
 use anyhow::Result;
-use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroup as Tg, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Matcher, ProtocolEnum, TargetGroup as Tg, TargetGroupAttribute, TargetTypeEnum,
+};
 use serde::Serialize;
 
 use super::{
@@ -17,6 +19,20 @@ use crate::model::{Node, NodeId};
 
 /// What a target must answer to be healthy: AWS's default.
 const HEALTHY_CODES: &str = "200";
+/// A new task is healthy after 3 checks 15 s apart (45 s, where AWS's defaults take 5 x 30 s), and out after 3.
+const HEALTH_CHECK: HealthCheck = HealthCheck { interval: 15, healthy: 3, unhealthy: 3 };
+/// How long a stopping task keeps its connections: 30 s (AWS's 300 s would add five minutes to every rollout of
+/// a public service and to its `down`).
+pub const DEREGISTRATION_DELAY: i32 = 30;
+const DEREGISTRATION_KEY: &str = "deregistration_delay.timeout_seconds";
+
+/// The health check's timing: seconds between checks, and how many in a row make a target healthy or unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: i32,
+    pub healthy: i32,
+    pub unhealthy: i32,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Spec {
@@ -36,20 +52,33 @@ pub struct Facts {
     pub vpc_id: String,
     pub health_check_path: String,
     pub healthy_codes: String,
+    pub health_check: HealthCheck,
+    /// `None`: not read (a create's answer).
+    pub deregistration_delay: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Another port, protocol, target type or VPC, which AWS cannot change: a new group stands in.
     Moved(String),
-    HealthCheck { path: String, codes: String },
+    HealthCheck { path: String, codes: String, timing: HealthCheck },
+    DeregistrationDelay(Option<i32>),
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Change::Moved(why) => write!(f, "{why} (a new target group stands in for it)"),
-            Change::HealthCheck { path, codes } => write!(f, "health check is {path} expecting {codes}"),
+            Change::HealthCheck { path, codes, timing } => write!(
+                f,
+                "health check is {path} expecting {codes}, every {}s, {} to be healthy and {} unhealthy",
+                timing.interval, timing.healthy, timing.unhealthy
+            ),
+            Change::DeregistrationDelay(live) => write!(
+                f,
+                "deregistration delay is {}, not {DEREGISTRATION_DELAY}s",
+                live.map_or("unread".to_string(), |d| format!("{d}s"))
+            ),
         }
     }
 }
@@ -87,7 +116,7 @@ impl Resource for TargetGroup {
                     arn: Some(arn.to_string()),
                     owner,
                     lineage: tags.lineage,
-                    facts: facts_of(tg),
+                    facts: facts_of(tg, view.target_group_attribute(arn, DEREGISTRATION_KEY).and_then(|v| v.parse().ok())),
                 })
             })
             .collect())
@@ -107,8 +136,18 @@ impl Resource for TargetGroup {
         };
         if let Some(why) = moved {
             changes.push(Change::Moved(why));
-        } else if facts.health_check_path != spec.health_check_path || facts.healthy_codes != HEALTHY_CODES {
-            changes.push(Change::HealthCheck { path: facts.health_check_path.clone(), codes: facts.healthy_codes.clone() });
+        } else if facts.health_check_path != spec.health_check_path
+            || facts.healthy_codes != HEALTHY_CODES
+            || facts.health_check != HEALTH_CHECK
+        {
+            changes.push(Change::HealthCheck {
+                path: facts.health_check_path.clone(),
+                codes: facts.healthy_codes.clone(),
+                timing: facts.health_check,
+            });
+        }
+        if facts.deregistration_delay != Some(DEREGISTRATION_DELAY) && !changes.iter().any(|c| matches!(c, Change::Moved(_))) {
+            changes.push(Change::DeregistrationDelay(facts.deregistration_delay));
         }
         changes
     }
@@ -133,15 +172,34 @@ impl Resource for TargetGroup {
             }
             return Ok(Some(created));
         }
-        ctx.clients
-            .elb
-            .modify_target_group()
-            .target_group_arn(live.id)
-            .health_check_path(&spec.health_check_path)
-            .matcher(Matcher::builder().http_code(HEALTHY_CODES).build())
-            .send()
-            .await
-            .map_err(|e| api_error(format!("set the health check of target group {}", live.facts.name), e))?;
+        if changes.iter().any(|c| matches!(c, Change::HealthCheck { .. })) {
+            ctx.clients
+                .elb
+                .modify_target_group()
+                .target_group_arn(live.id)
+                .health_check_path(&spec.health_check_path)
+                .matcher(Matcher::builder().http_code(HEALTHY_CODES).build())
+                .health_check_interval_seconds(HEALTH_CHECK.interval)
+                .healthy_threshold_count(HEALTH_CHECK.healthy)
+                .unhealthy_threshold_count(HEALTH_CHECK.unhealthy)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("set the health check of target group {}", live.facts.name), e))?;
+        }
+        if changes.iter().any(|c| matches!(c, Change::DeregistrationDelay(_))) {
+            let attribute = TargetGroupAttribute::builder()
+                .key(DEREGISTRATION_KEY)
+                .value(DEREGISTRATION_DELAY.to_string())
+                .build();
+            ctx.clients
+                .elb
+                .modify_target_group_attributes()
+                .target_group_arn(live.id)
+                .attributes(attribute)
+                .send()
+                .await
+                .map_err(|e| api_error(format!("set the deregistration delay of target group {}", live.facts.name), e))?;
+        }
         Ok(None)
     }
 
@@ -165,6 +223,9 @@ async fn create_group(ctx: &Ctx, node: &Node, spec: &Spec) -> Result<(Created, F
         .vpc_id(&vpc)
         .health_check_path(&spec.health_check_path)
         .matcher(Matcher::builder().http_code(HEALTHY_CODES).build())
+        .health_check_interval_seconds(HEALTH_CHECK.interval)
+        .healthy_threshold_count(HEALTH_CHECK.healthy)
+        .unhealthy_threshold_count(HEALTH_CHECK.unhealthy)
         .set_tags(Some(super::elb::tags(ctx, &node.id, &spec.name)))
         .send()
         .await
@@ -184,7 +245,7 @@ async fn create_group(ctx: &Ctx, node: &Node, spec: &Spec) -> Result<(Created, F
     };
     let arn = group.as_ref().and_then(|g| g.target_group_arn());
     let created = Created::from_answer("CreateTargetGroup", arn, arn)?;
-    let facts = group.as_ref().map(facts_of).unwrap_or_else(|| Facts {
+    let facts = group.as_ref().map(|g| facts_of(g, None)).unwrap_or_else(|| Facts {
         name: spec.name.clone(),
         port: i32::from(spec.port),
         protocol: "HTTP".into(),
@@ -192,6 +253,8 @@ async fn create_group(ctx: &Ctx, node: &Node, spec: &Spec) -> Result<(Created, F
         vpc_id: vpc,
         health_check_path: spec.health_check_path.clone(),
         healthy_codes: HEALTHY_CODES.into(),
+        health_check: HEALTH_CHECK,
+        deregistration_delay: None,
     });
     Ok((created, facts))
 }
@@ -217,7 +280,7 @@ pub async fn delete_group(ctx: &Ctx, arn: &str) -> Result<Deleted> {
     Ok(if deleted.is_some() { Deleted::Now } else { Deleted::AlreadyGone })
 }
 
-fn facts_of(tg: &Tg) -> Facts {
+fn facts_of(tg: &Tg, deregistration_delay: Option<i32>) -> Facts {
     Facts {
         name: tg.target_group_name().unwrap_or_default().to_string(),
         port: tg.port().unwrap_or(0),
@@ -226,6 +289,12 @@ fn facts_of(tg: &Tg) -> Facts {
         vpc_id: tg.vpc_id().unwrap_or_default().to_string(),
         health_check_path: tg.health_check_path().unwrap_or("/").to_string(),
         healthy_codes: tg.matcher().and_then(|m| m.http_code()).unwrap_or(HEALTHY_CODES).to_string(),
+        health_check: HealthCheck {
+            interval: tg.health_check_interval_seconds().unwrap_or(HEALTH_CHECK.interval),
+            healthy: tg.healthy_threshold_count().unwrap_or(HEALTH_CHECK.healthy),
+            unhealthy: tg.unhealthy_threshold_count().unwrap_or(HEALTH_CHECK.unhealthy),
+        },
+        deregistration_delay,
     }
 }
 
@@ -249,6 +318,8 @@ mod tests {
             vpc_id: "vpc-1".into(),
             health_check_path: "/healthz".into(),
             healthy_codes: "200".into(),
+            health_check: HEALTH_CHECK,
+            deregistration_delay: Some(DEREGISTRATION_DELAY),
         }
     }
 
@@ -271,5 +342,18 @@ mod tests {
         let moved = compare(&Facts { port: 9090, ..facts() });
         assert!(matches!(&moved[..], [Change::Moved(why)] if why.contains("9090")), "{moved:?}");
         assert!(!super::super::Change::replaces(&moved[0]), "made before the old one goes, never a replacement");
+    }
+
+    #[test]
+    fn aws_default_timings_are_set_to_secep_s() {
+        let slow = Facts {
+            health_check: HealthCheck { interval: 30, healthy: 5, unhealthy: 2 },
+            deregistration_delay: Some(300),
+            ..facts()
+        };
+        let changes = compare(&slow);
+        assert!(matches!(&changes[..], [Change::HealthCheck { .. }, Change::DeregistrationDelay(Some(300))]), "{changes:?}");
+        // A create's answer does not say: the update that follows sets it.
+        assert_eq!(compare(&Facts { deregistration_delay: None, ..facts() }), [Change::DeregistrationDelay(None)]);
     }
 }

@@ -319,7 +319,7 @@ fn bad_public_entry_points_are_refused_before_any_call() {
         (
             "a service named lb",
             api("port = 80").replace("[services.web]", "[services.lb]"),
-            "`lb` names the load balancer in rules",
+            "`lb` is reserved: it names the load balancer in rules",
         ),
     ];
     let mut failures = Vec::new();

@@ -137,6 +137,12 @@ async fn a_public_service_is_served_over_https_and_nothing_else_is_reachable() {
     assert_eq!(tg.target_type().unwrap().as_str(), "ip");
     assert_eq!((tg.protocol().unwrap().as_str(), tg.port()), ("HTTP", Some(8080)));
     assert_eq!(tg.health_check_path(), Some("/healthz"));
+    let timing = (tg.health_check_interval_seconds(), tg.healthy_threshold_count(), tg.unhealthy_threshold_count());
+    assert_eq!(timing, (Some(15), Some(3), Some(3)), "healthy in 45 s, not AWS's default 150 s");
+    let attrs = aws.elb.describe_target_group_attributes().target_group_arn(tg.target_group_arn().unwrap());
+    let attrs = attrs.send().await.unwrap();
+    let delay = attrs.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds"));
+    assert_eq!(delay.and_then(|a| a.value()), Some("30"), "a stopping task drains for 30 s, not 300 s");
     let tg_arn = tg.target_group_arn().unwrap().to_string();
 
     let listeners = listeners(&aws, &lb).await;
