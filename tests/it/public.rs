@@ -96,7 +96,9 @@ async fn ecs_load_balancers(aws: &Aws, p: &Project, service: &str) -> (Vec<(Stri
 async fn a_public_service_is_served_over_https_and_nothing_else_is_reachable() {
     let cert = certificate("shop.example.com");
     let p = Project::with_config("public", &config(&https(&cert), ""));
-    let proxy = Proxy::start(&["--strict"]);
+    // The deleted load balancer's ENIs linger 5 s (not the scaled 0.6 s), so that `down` surely meets them however
+    // loaded the machine is.
+    let proxy = Proxy::start(&["--strict", "--lb-eni-linger-seconds", "5"]);
     let aws = aws().await;
     let up = p.secep_at(&proxy.url, &["up"]).success();
     assert!(up.stderr.contains("rolled out svc/service1"), "{}", up.stderr);
