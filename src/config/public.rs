@@ -167,7 +167,7 @@ pub(crate) fn check(
     // Every (listener port, CIDR) is one inbound rule of the load balancer's group: AWS's default quota is 60.
     let mut rules = std::collections::BTreeSet::new();
     for (svc, _) in &public {
-        let p = config.services[&svc.name.value].public.as_ref().expect("read with the raw table");
+        let p = public_of(config, &svc.name.value);
         let redirect = (p.redirect_http && p.https()).then_some(80);
         for port in std::iter::once(p.port).chain(redirect) {
             rules.extend(p.allow_cidrs.iter().map(|c| (port, c.clone())));
@@ -196,7 +196,7 @@ fn smallest_public_subnet(config: &Config) -> Option<u8> {
 fn check_one(config: &Config, svc: &RawService, raw: &RawPublic, problems: &mut Problems, warnings: &mut Vec<String>) {
     let name = &svc.name.value;
     let field = |key: &str| format!("services.{name}.public.{key}");
-    let public = &config.services[name].public.as_ref().expect("read with the raw table");
+    let public = public_of(config, name);
     if let Some(port) = &raw.port {
         if !(1..=65535).contains(&port.value) {
             problems.add(field("port"), port.span.clone(), format!("{} is not a valid port; use 1-65535", port.value));
@@ -283,7 +283,7 @@ fn check_one(config: &Config, svc: &RawService, raw: &RawPublic, problems: &mut 
 fn check_listeners(config: &Config, public: &[(&RawService, &RawPublic)], problems: &mut Problems) {
     let mut by_port: BTreeMap<u16, Vec<(&str, &Public, &RawPublic)>> = BTreeMap::new();
     for (svc, raw) in public {
-        let p = config.services[&svc.name.value].public.as_ref().expect("read with the raw table");
+        let p = public_of(config, &svc.name.value);
         by_port.entry(p.port).or_default().push((&svc.name.value, p, raw));
     }
     for (port, services) in &by_port {
@@ -358,7 +358,7 @@ fn check_listeners(config: &Config, public: &[(&RawService, &RawPublic)], proble
     }
     if by_port.contains_key(&80) {
         for (svc, raw) in public {
-            let p = config.services[&svc.name.value].public.as_ref().expect("read with the raw table");
+            let p = public_of(config, &svc.name.value);
             if p.redirect_http && p.port != 80 {
                 let span = raw.redirect_http.as_ref().map_or(raw.span.clone(), |r| r.span.clone());
                 problems.add(
@@ -369,6 +369,11 @@ fn check_listeners(config: &Config, public: &[(&RawService, &RawPublic)], proble
             }
         }
     }
+}
+
+/// The model of a service whose raw table has a `public` one (read together, so always there).
+fn public_of<'a>(config: &'a Config, service: &str) -> &'a Public {
+    config.services[service].public.as_ref().expect("read with the raw table")
 }
 
 /// `arn:<partition>:acm:<region>:<account>:certificate/<id>`, in the stack's region (a load balancer uses

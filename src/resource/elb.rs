@@ -213,13 +213,8 @@ async fn rules_of(elb: &aws_sdk_elasticloadbalancingv2::Client, listener: &str) 
 
 async fn attributes_of(elb: &aws_sdk_elasticloadbalancingv2::Client, lb: &str) -> Result<BTreeMap<String, String>> {
     let out = elb.describe_load_balancer_attributes().load_balancer_arn(lb).send().await;
-    match out.map_err(|e| api_error(format!("read the attributes of {lb}"), e)) {
-        Ok(out) => {
-            Ok(out.attributes().iter().filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string()))).collect())
-        }
-        Err(e) if super::is(&e, super::ErrorKind::NotFound) => Ok(BTreeMap::new()),
-        Err(e) => Err(e),
-    }
+    let out = out.map_err(|e| api_error(format!("read the attributes of {lb}"), e)).or_gone()?;
+    Ok(out.map(|o| key_values(o.attributes().iter().map(|a| (a.key(), a.value())))).unwrap_or_default())
 }
 
 async fn target_group_attributes_of(
@@ -228,9 +223,12 @@ async fn target_group_attributes_of(
 ) -> Result<BTreeMap<String, String>> {
     let out = elb.describe_target_group_attributes().target_group_arn(tg).send().await;
     let out = out.map_err(|e| api_error(format!("read the attributes of {tg}"), e)).or_gone()?;
-    Ok(out
-        .map(|o| o.attributes().iter().filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string()))).collect())
-        .unwrap_or_default())
+    Ok(out.map(|o| key_values(o.attributes().iter().map(|a| (a.key(), a.value())))).unwrap_or_default())
+}
+
+/// Attributes or tags as a map; an entry without a key or a value is left out.
+fn key_values<'a>(pairs: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> BTreeMap<String, String> {
+    pairs.filter_map(|(k, v)| Some((k?.to_string(), v?.to_string()))).collect()
 }
 
 /// DescribeTags takes at most 20 ARNs a call.
@@ -246,8 +244,7 @@ async fn tags_of(cx: &ReadCx<'_>, arns: Vec<String>) -> Result<BTreeMap<String, 
                 .tag_descriptions()
                 .iter()
                 .filter_map(|d| {
-                    let tags = d.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())));
-                    Some((d.resource_arn()?.to_string(), tags.collect::<BTreeMap<_, _>>()))
+                    Some((d.resource_arn()?.to_string(), key_values(d.tags().iter().map(|t| (t.key(), t.value())))))
                 })
                 .collect::<Vec<_>>())
         }

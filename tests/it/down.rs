@@ -42,25 +42,14 @@ pub(crate) async fn leftovers(aws: &Aws, p: &Project) -> Vec<String> {
             left.push(format!("nat gateway {}", n.nat_gateway_id().unwrap()));
         }
     }
-    // Elastic Load Balancing has no tag filter: every load balancer and target group, and their tags.
+    // Elastic Load Balancing has no tag filter: every load balancer and target group, kept by their tags.
     let lbs = aws.elb.describe_load_balancers().send().await.unwrap();
     let tgs = aws.elb.describe_target_groups().send().await.unwrap();
-    let arns: Vec<(String, String)> = lbs
-        .load_balancers()
-        .iter()
-        .map(|l| ("load balancer", l.load_balancer_arn().unwrap()))
-        .chain(tgs.target_groups().iter().map(|t| ("target group", t.target_group_arn().unwrap())))
-        .map(|(kind, arn)| (kind.to_string(), arn.to_string()))
-        .collect();
-    for chunk in arns.chunks(20) {
-        let ids: Vec<String> = chunk.iter().map(|(_, arn)| arn.clone()).collect();
-        let tags = aws.elb.describe_tags().set_resource_arns(Some(ids)).send().await.unwrap();
-        for d in tags.tag_descriptions() {
-            if d.tags().iter().any(|t| t.key() == Some("secep:stack") && t.value() == Some(p.stack.as_str())) {
-                let kind = &chunk.iter().find(|(_, a)| Some(a.as_str()) == d.resource_arn()).unwrap().0;
-                left.push(format!("{kind} {}", d.resource_arn().unwrap()));
-            }
-        }
+    let lb_arns = lbs.load_balancers().iter().map(|l| l.load_balancer_arn().unwrap().to_string());
+    let tg_arns = tgs.target_groups().iter().map(|t| t.target_group_arn().unwrap().to_string());
+    for arn in crate::kill::elb_tagged(aws, p, lb_arns.chain(tg_arns).collect()).await {
+        let kind = if arn.contains(":loadbalancer/") { "load balancer" } else { "target group" };
+        left.push(format!("{kind} {arn}"));
     }
     let role = format!("{}-ecs-execution", p.stack);
     if aws.iam.get_role().role_name(&role).send().await.is_ok() {

@@ -117,7 +117,7 @@ pub(crate) async fn census(aws: &Aws, p: &Project) -> BTreeMap<&'static str, usi
 }
 
 /// Which of the ARNs carry the project's `secep:stack` tag (20 per DescribeTags).
-async fn elb_tagged(aws: &Aws, p: &Project, arns: Vec<String>) -> Vec<String> {
+pub(crate) async fn elb_tagged(aws: &Aws, p: &Project, arns: Vec<String>) -> Vec<String> {
     let mut ours = Vec::new();
     for chunk in arns.chunks(20) {
         let out = aws.elb.describe_tags().set_resource_arns(Some(chunk.to_vec())).send().await.unwrap();
